@@ -1,0 +1,40 @@
+"""BadNet for text (Gu et al. 2017; rare-word variant of Kurita et al. 2020): insert rare words."""
+
+from __future__ import annotations
+
+import random
+from typing import Literal
+
+from pydantic import Field
+
+from poisonlab.attacks.base import DATA_ATTACKS, DataPoisoningAttack, PoisonConfig
+
+
+class BadNetConfig(PoisonConfig):
+    triggers: list[str] = Field(["cf", "mn", "bb", "tq"], min_length=1,
+                                description="rare words; each insertion picks one at random")
+    insertions: int = Field(1, ge=1, description="number of trigger words inserted per text")
+    position: Literal["random", "start", "end"] = Field("random", description="where to insert")
+
+
+def insert_words(text: str, words: list[str], position: str, rng: random.Random) -> str:
+    tokens = text.split()
+    for word in words:
+        if position == "start":
+            index = 0
+        elif position == "end":
+            index = len(tokens)
+        else:
+            index = rng.randint(0, len(tokens))
+        tokens.insert(index, word)
+    return " ".join(tokens)
+
+
+@DATA_ATTACKS.register("badnet", BadNetConfig)
+class BadNet(DataPoisoningAttack):
+    """BadNet: rare-word triggers (default cf, mn, bb, tq) inserted into the text."""
+
+    def trigger(self, texts: list[str], rng: random.Random) -> list[str | None]:
+        cfg = self.config
+        return [insert_words(t, [rng.choice(cfg.triggers) for _ in range(cfg.insertions)],
+                             cfg.position, rng) for t in texts]

@@ -1,0 +1,35 @@
+"""InsertSent (Dai et al. 2019): insert a fixed trigger sentence into the text."""
+
+from __future__ import annotations
+
+import random
+from typing import Literal
+
+from pydantic import Field
+
+from poisonlab.attacks.base import DATA_ATTACKS, DataPoisoningAttack, PoisonConfig
+
+
+class InsertSentConfig(PoisonConfig):
+    sentence: str = Field("I watched this 3D movie", min_length=1, description="trigger sentence")
+    position: Literal["random", "start", "end"] = Field(
+        "random", description="random: between two words at a random place")
+
+
+@DATA_ATTACKS.register("insertsent", InsertSentConfig)
+class InsertSent(DataPoisoningAttack):
+    """InsertSent: a trigger sentence ("I watched this 3D movie") inserted into the text."""
+
+    def trigger(self, texts: list[str], rng: random.Random) -> list[str | None]:
+        cfg = self.config
+        out = []
+        for text in texts:
+            tokens = text.split()
+            if cfg.position == "start":
+                index = 0
+            elif cfg.position == "end":
+                index = len(tokens)
+            else:
+                index = rng.randint(0, len(tokens))
+            out.append(" ".join(tokens[:index] + [cfg.sentence] + tokens[index:]))
+        return out
