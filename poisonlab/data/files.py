@@ -1,0 +1,103 @@
+"""Read labelled examples from local JSONL / CSV / TSV files, with one clear error per bad row."""
+
+from __future__ import annotations
+
+import csv
+import json
+import warnings
+from pathlib import Path
+
+from poisonlab.data.example import Example
+from poisonlab.errors import DataError
+
+FORMATS = {".jsonl": "jsonl", ".json": "jsonl", ".csv": "csv", ".tsv": "tsv"}
+
+
+def _label(value: object, path: Path, line: int, field: str) -> int:
+    if value is None or value == "":
+        raise DataError("missing label", path=path, line=line, field=field)
+    if isinstance(value, bool):
+        raise DataError(f"label must be an integer, got {value!r}", path=path, line=line,
+                        field=field)
+    if isinstance(value, int):
+        label = value
+    elif isinstance(value, float) and value.is_integer():
+        label = int(value)
+    elif isinstance(value, str) and value.strip().lstrip("-").isdigit():
+        label = int(value.strip())
+    else:
+        raise DataError(f"label must be an integer, got {value!r}", path=path, line=line,
+                        field=field)
+    if label < 0:
+        raise DataError(f"label must be >= 0, got {label}", path=path, line=line, field=field)
+    return label
+
+
+def _example(row: dict, path: Path, line: int, text_field: str, label_field: str) -> Example:
+    """One validated example (empty text is an error; callers may choose to skip it)."""
+    if text_field not in row:
+        raise DataError(f"missing text column (columns: {', '.join(map(str, row))})",
+                        path=path, line=line, field=text_field)
+    if label_field not in row:
+        raise DataError(f"missing label column (columns: {', '.join(map(str, row))})",
+                        path=path, line=line, field=label_field)
+    text = row[text_field]
+    if not isinstance(text, str) or not text.strip():
+        raise DataError("empty text", path=path, line=line, field=text_field)
+    return Example(text.strip(), _label(row[label_field], path, line, label_field))
+
+
+def read_examples(path: str | Path, *, text_field: str = "text", label_field: str = "label",
+                  skip_empty_text: bool = False) -> list[Example]:
+    """All examples of one file; the format follows the suffix (.jsonl, .csv, .tsv).
+
+    With `skip_empty_text`, rows whose text is empty are dropped with a warning that names their
+    lines (the redistributed CR training file has four); every other problem is an error."""
+    skipped: list[int] = []
+    path = Path(path)
+    kind = FORMATS.get(path.suffix.lower())
+    if kind is None:
+        raise DataError(f"unsupported file type '{path.suffix}' (use .jsonl, .csv or .tsv)",
+                        path=path)
+    try:
+        handle = path.open(encoding="utf-8", newline="")
+    except FileNotFoundError:
+        raise DataError("file not found", path=path) from None
+    except OSError as exc:
+        raise DataError(f"cannot read file ({exc.strerror})", path=path) from None
+    examples = []
+    try:
+        with handle:
+            if kind == "jsonl":
+                for line, raw in enumerate(handle, start=1):
+                    if not raw.strip():
+                        continue
+                    try:
+                        row = json.loads(raw)
+                    except json.JSONDecodeError as exc:
+                        raise DataError(f"invalid JSON ({exc.msg})", path=path, line=line) from None
+                    if not isinstance(row, dict):
+                        raise DataError("a row must be a JSON object", path=path, line=line)
+                    _append(examples, row, path, line, text_field, label_field,
+                            skipped if skip_empty_text else None)
+            else:
+                reader = csv.DictReader(handle, delimiter="," if kind == "csv" else "\t")
+                for row in reader:
+                    # header is line 1; csv may span lines, so use the reader's count
+                    _append(examples, row, path, reader.line_num, text_field, label_field,
+                            skipped if skip_empty_text else None)
+    except UnicodeDecodeError:
+        raise DataError("not UTF-8 text", path=path) from None
+    if skipped:
+        warnings.warn(f"{path}: skipped {len(skipped)} rows with empty text "
+                      f"(lines {', '.join(map(str, skipped[:10]))})", stacklevel=2)
+    return examples
+
+
+def _append(examples: list[Example], row: dict, path: Path, line: int, text_field: str,
+            label_field: str, skipped: list[int] | None) -> None:
+    text = row.get(text_field)
+    if skipped is not None and isinstance(text, str) and not text.strip():
+        skipped.append(line)
+        return
+    examples.append(_example(row, path, line, text_field, label_field))
