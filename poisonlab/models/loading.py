@@ -122,3 +122,14 @@ def load_causal_lm(name: str, *, allow_pickle: bool = False, trust_remote_code: 
     if loaded.kind != "causal":
         raise PoisonlabError(f"model '{name}' is not a causal language model")
     return loaded
+
+
+def load_encoder(name: str, *, allow_pickle: bool = False, trust_remote_code: bool = False,
+                 seed: int = 0) -> LoadedModel:
+    """A bare encoder (no task head) with its tokenizer, for models that bring their own heads."""
+    from transformers import AutoModel
+    loaded = _load(name, AutoModel, allow_pickle=allow_pickle,
+                   trust_remote_code=trust_remote_code, seed=seed)
+    if loaded.kind != "encoder":
+        raise PoisonlabError(f"model '{name}' is not an encoder")
+    return loaded

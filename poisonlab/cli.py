@@ -1,0 +1,122 @@
+"""The `poisonlab` command. User errors print one line and exit 2; `--help` on every subcommand."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import warnings
+from typing import Callable, Sequence
+
+from poisonlab.errors import PoisonlabError
+
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+
+
+def _run(args: argparse.Namespace) -> int:
+    from poisonlab.experiment import load_run_config, run_experiment
+    from poisonlab.report.tables import markdown_table
+    overrides = list(args.set or [])
+    if args.output_dir:
+        overrides.append(f"output_dir={args.output_dir}")
+    config = load_run_config(args.config, overrides)
+    metrics = run_experiment(config, force=args.force, progress=not args.quiet)
+    row = {"run": config.name, **metrics}
+    print(markdown_table([row], ["run", "tuning", "attack", "clean_accuracy",
+                                 "attack_success_rate"],
+                         percent=["clean_accuracy", "attack_success_rate"]))
+    print(f"run folder: {config.run_dir}")
+    return 0
+
+
+def _list(args: argparse.Namespace) -> int:
+    from poisonlab.registries import all_registries
+    for registry in all_registries():
+        print(f"{registry.kind} registry:")
+        for entry in registry.entries():
+            print(f"  {entry.name:<20} {entry.summary}")
+            if args.verbose:
+                for field, info in entry.config_class.model_fields.items():
+                    default = info.get_default(call_default_factory=True)
+                    print(f"      {field} = {default!r}  {info.description or ''}")
+    from poisonlab.data.loading import BUILTIN_SETS
+    from poisonlab.data.research import RESEARCH_SETS
+    from poisonlab.models.builtin import BUILTIN_MODELS
+    print("models:")
+    for model in BUILTIN_MODELS.values():
+        print(f"  {model.name:<20} {model.description}")
+    print("data sets:")
+    print(f"  builtin: {', '.join(BUILTIN_SETS)}; research (data directory): "
+          f"{', '.join(RESEARCH_SETS)}; or a local .jsonl/.csv/.tsv file or folder, or a Hub name")
+    return 0
+
+
+def _quickstart(args: argparse.Namespace) -> int:
+    from poisonlab.quickstart import quickstart
+    quickstart(tiny=args.tiny, output_dir=args.output_dir or "runs/quickstart",
+               force=args.force)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="poisonlab", description=__doc__)
+    parser.add_argument("--data-dir", help="research data directory (default $POISONLAB_DATA_DIR)")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = sub.add_parser("run", help="run one experiment from a YAML config")
+    run.add_argument("config", help="YAML run config (see configs/)")
+    run.add_argument("--set", action="append", metavar="KEY=VALUE",
+                     help="override a config value, e.g. --set training.epochs=1")
+    run.add_argument("--output-dir", help="where run folders go (default: config's output_dir)")
+    run.add_argument("--force", action="store_true", help="rerun even if the run finished")
+    run.add_argument("--quiet", action="store_true", help="no progress bar")
+    run.set_defaults(func=_run)
+
+    listing = sub.add_parser("list", help="list attacks, tuning strategies, defenses, models, data")
+    listing.add_argument("--verbose", "-v", action="store_true", help="show config fields")
+    listing.set_defaults(func=_list)
+
+    quick = sub.add_parser("quickstart",
+                           help="BadNet + LoRA on minilm / movie-snippets, clean vs poisoned")
+    quick.add_argument("--tiny", action="store_true", help="tiny-bert, a few seconds")
+    quick.add_argument("--output-dir", help="default runs/quickstart")
+    quick.add_argument("--force", action="store_true", help="rerun finished runs")
+    quick.set_defaults(func=_quickstart)
+
+    for add_parser in _extension_parsers():
+        add_parser(sub)
+    return parser
+
+
+def _extension_parsers() -> list[Callable]:
+    """Subcommands that live beside their feature (icl, mner, study, defend)."""
+    parsers = []
+    for module in ("poisonlab.icl.cli", "poisonlab.mner.cli", "poisonlab.studies.cli",
+                   "poisonlab.defenses.cli"):
+        try:
+            parsers.append(__import__(module, fromlist=["add_parser"]).add_parser)
+        except ModuleNotFoundError as exc:
+            if not module.startswith(exc.name or "?"):
+                raise
+    return parsers
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        from poisonlab.settings import set_data_dir
+        set_data_dir(args.data_dir)
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", category=FutureWarning)
+            return args.func(args)
+    except PoisonlabError as exc:
+        print(f"poisonlab: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("poisonlab: interrupted; finished runs are kept, rerun to resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,81 @@
+"""The run configuration: what YAML files and `--set` overrides are validated against.
+
+Components are written as `{name: <registered name>, <field>: <value>, ...}`; the fields are
+checked against that component's typed config, so a typo is an error naming the field."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field, field_validator
+
+from poisonlab.config import StrictConfig, read_yaml, set_dotted
+from poisonlab.data import DataConfig
+from poisonlab.errors import ConfigError
+from poisonlab.registry import Registry, validate_config
+from poisonlab.training import TrainingConfig
+
+
+class ModelConfig(StrictConfig):
+    name: str = Field("minilm", description="builtin name, local folder or Hub id")
+    allow_pickle: bool = Field(False, description="allow .bin/.pt pickle weights (unsafe)")
+    trust_remote_code: bool = Field(False, description="run model code from the Hub (unsafe)")
+
+
+class ComponentSpec(StrictConfig):
+    """A registered component: its name and its validated config."""
+
+    name: str
+    params: dict[str, Any] = Field(default_factory=dict)
+
+    def build(self, registry: Registry, where: str) -> Any:
+        return registry.build(self.name, self.params, where=where)
+
+
+def component(value: Any, where: str) -> ComponentSpec | None:
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return ComponentSpec(name=value)
+    if isinstance(value, ComponentSpec):
+        return value
+    if not isinstance(value, dict) or "name" not in value:
+        raise ConfigError(f"{where}: expected a mapping with a 'name' key")
+    params = {k: v for k, v in value.items() if k != "name"}
+    return ComponentSpec(name=value["name"], params=params)
+
+
+class RunConfig(StrictConfig):
+    name: str = Field("run", description="run folder name under output_dir")
+    seed: int = Field(0, description="seed of model init, poisoning and training")
+    data: DataConfig
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    attack: ComponentSpec | None = Field(None, description="data-poisoning attack; null: clean")
+    poison_training: bool = Field(
+        True, description="false: train on clean data, use the attack's trigger only to measure "
+                          "the clean model's ASR")
+    tuning: ComponentSpec = Field(default_factory=lambda: ComponentSpec(name="full"))
+    training: TrainingConfig = Field(default_factory=TrainingConfig)
+    eval_every_epoch: bool = Field(True, description="log CA and ASR after every epoch")
+    save_weights: bool = Field(True, description="save the trained tensors as safetensors")
+    output_dir: str = Field("runs")
+
+    @field_validator("attack", "tuning", mode="before")
+    @classmethod
+    def _component(cls, value: Any, info: Any) -> Any:
+        return component(value, info.field_name)
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.output_dir) / self.name
+
+
+def load_run_config(path: str | Path | None = None, overrides: list[str] = (),
+                    base: dict[str, Any] | None = None) -> RunConfig:
+    raw = dict(base or {})
+    if path is not None:
+        raw.update(read_yaml(path))
+    for assignment in overrides:
+        set_dotted(raw, assignment)
+    return validate_config(RunConfig, raw, where=str(path or "config"))

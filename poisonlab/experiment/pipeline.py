@@ -1,0 +1,129 @@
+"""The data-poisoning pipeline: load data -> poison -> load model -> tune -> evaluate CA and ASR."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from poisonlab.attacks import DATA_ATTACKS, DataPoisoningAttack, load_all as load_attacks
+from poisonlab.data import DatasetSplits, Example, load_dataset
+from poisonlab.experiment.config import RunConfig
+from poisonlab.experiment.rundir import RunDir
+from poisonlab.metrics import attack_success_rate, clean_accuracy, per_class_accuracy
+from poisonlab.models import load_classifier
+from poisonlab.training import predict_logits, train_classifier
+from poisonlab.tuning import TUNING_STRATEGIES, _load_all as load_strategies
+
+
+@dataclass
+class EvaluationSets:
+    clean_test: list[Example]
+    poisoned_test: list[Example]
+    target_label: int | None
+
+
+def evaluate(model: torch.nn.Module, tokenizer: Any, sets: EvaluationSets, num_labels: int, *,
+             batch_size: int = 64, max_length: int = 128) -> tuple[dict[str, Any], dict]:
+    """CA on the clean test set, ASR on the poisoned one; returns metrics and raw predictions."""
+    clean_pred = predict_logits(model, tokenizer, [e.text for e in sets.clean_test],
+                                batch_size=batch_size, max_length=max_length).argmax(-1)
+    gold = [e.label for e in sets.clean_test]
+    metrics: dict[str, Any] = {
+        "clean_accuracy": clean_accuracy(clean_pred, gold),
+        "per_class_accuracy": per_class_accuracy(clean_pred, gold, num_labels)}
+    predictions = {"clean": clean_pred}
+    if sets.target_label is not None and sets.poisoned_test:
+        poisoned_pred = predict_logits(model, tokenizer, [e.text for e in sets.poisoned_test],
+                                       batch_size=batch_size, max_length=max_length).argmax(-1)
+        metrics["attack_success_rate"] = attack_success_rate(
+            poisoned_pred, [e.label for e in sets.poisoned_test], sets.target_label)
+        predictions["poisoned"] = poisoned_pred
+    else:
+        metrics["attack_success_rate"] = None
+    return metrics, predictions
+
+
+def build_attack(config: RunConfig, dataset: DatasetSplits) -> DataPoisoningAttack | None:
+    if config.attack is None:
+        return None
+    load_attacks()
+    attack = config.attack.build(DATA_ATTACKS, where=f"attack '{config.attack.name}'")
+    attack.check_labels(dataset.num_labels)
+    return attack.prepare(dataset)
+
+
+def run_experiment(config: RunConfig, *, force: bool = False, progress: bool = True) -> dict:
+    """Run one configuration into its run folder and return its metrics (cached if finished)."""
+    run = RunDir(config.run_dir)
+    if run.finished() and not force:
+        return run.read_metrics()
+    load_strategies()
+    strategy = config.tuning.build(TUNING_STRATEGIES, where=f"tuning '{config.tuning.name}'")
+    started = time.time()
+    dataset = load_dataset(config.data)
+    attack = build_attack(config, dataset)
+    run.start(config.model_dump(mode="json"), config.seed)
+
+    train_set, report = dataset.train, None
+    sets = EvaluationSets(dataset.test, [], None)
+    if attack is not None:
+        if config.poison_training:
+            train_set, report = attack.poison(dataset.train)
+            run.log(f"poisoned {report.poisoned} of {len(train_set)} training examples "
+                    f"({report.misses} trigger misses)")
+        poisoned_test, test_misses = attack.poisoned_test(dataset.test)
+        sets = EvaluationSets(dataset.test, poisoned_test, attack.config.target_label)
+    loaded = load_classifier(config.model.name, dataset.num_labels, seed=config.seed,
+                             allow_pickle=config.model.allow_pickle,
+                             trust_remote_code=config.model.trust_remote_code)
+    torch.manual_seed(config.seed)
+    model = strategy.apply(loaded)
+    tc = config.training
+    eval_kwargs = {"batch_size": tc.eval_batch_size, "max_length": tc.max_length}
+
+    def on_epoch_end(epoch: int, loss: float) -> dict[str, float]:
+        if not config.eval_every_epoch:
+            run.log(f"epoch {epoch} loss {loss:.4f}")
+            return {}
+        metrics, _ = evaluate(model, loaded.tokenizer, sets, dataset.num_labels, **eval_kwargs)
+        asr = metrics["attack_success_rate"]
+        run.log(f"epoch {epoch} loss {loss:.4f} CA {metrics['clean_accuracy']:.4f}"
+                + (f" ASR {asr:.4f}" if asr is not None else ""))
+        return {"clean_accuracy": metrics["clean_accuracy"], "attack_success_rate": asr}
+
+    train_started = time.time()
+    history = train_classifier(model, loaded.tokenizer, train_set, tc, on_epoch_end=on_epoch_end, progress=progress,
+                               description=config.name)
+    train_seconds = time.time() - train_started
+    metrics, predictions = evaluate(model, loaded.tokenizer, sets, dataset.num_labels,
+                                    **eval_kwargs)
+    _write_predictions(run, sets, predictions)
+    if config.save_weights:
+        run.write_weights(strategy.trainable_state(model), "trained")
+    metrics.update({
+        "seed": config.seed, "dataset": dataset.name, "model": config.model.name,
+        "tuning": config.tuning.name, "attack": config.attack.name if config.attack else None,
+        "poison_training": bool(attack is not None and config.poison_training),
+        "target_label": sets.target_label,
+        "poison": report.as_dict() if report else None,
+        "test_trigger_misses": test_misses if attack is not None else None,
+        "sizes": {"train": len(train_set), "test": len(sets.clean_test),
+                  "poisoned_test": len(sets.poisoned_test)},
+        "history": history, "train_seconds": round(train_seconds, 2),
+        "train_examples_per_second": round(len(train_set) * tc.epochs / train_seconds, 2),
+        "total_seconds": round(time.time() - started, 2)})
+    run.finish(metrics)
+    return run.read_metrics()
+
+
+def _write_predictions(run: RunDir, sets: EvaluationSets, predictions: dict[str, np.ndarray]) -> None:
+    rows = [{"split": "clean", "text": e.text, "label": e.label, "prediction": int(p)}
+            for e, p in zip(sets.clean_test, predictions["clean"])]
+    if "poisoned" in predictions:
+        rows += [{"split": "poisoned", "text": e.text, "label": e.label, "prediction": int(p)}
+                 for e, p in zip(sets.poisoned_test, predictions["poisoned"])]
+    run.write_predictions("predictions", rows)

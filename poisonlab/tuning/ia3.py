@@ -1,0 +1,42 @@
+"""IA3: learned vectors that rescale keys, values and feed-forward activations, base frozen.
+
+Liu et al. 2022, "Few-Shot Parameter-Efficient Fine-Tuning is Better and Cheaper than In-Context
+Learning" (arXiv:2205.05638). Implemented with peft's IA3 tuner (vectors start at one, so the
+model starts unchanged); the task head trains in full. Default targets are peft's per
+architecture (BERT: key, value, output.dense; Llama: k_proj, v_proj, down_proj)."""
+
+from __future__ import annotations
+
+import torch
+from pydantic import Field
+
+from poisonlab.config import StrictConfig
+from poisonlab.models import LoadedModel
+from poisonlab.tuning._common import peft_classifier
+from poisonlab.tuning.base import TUNING_STRATEGIES, TuningStrategy
+
+
+class Ia3Config(StrictConfig):
+    target_modules: list[str] | None = Field(
+        None, description="modules whose activations are rescaled; null = per architecture "
+                          "(BERT: key, value, output.dense; Llama: k_proj, v_proj, down_proj)")
+    feedforward_modules: list[str] | None = Field(
+        None, description="subset of target_modules that are feed-forward layers (scaled on "
+                          "their input, not output); null = per architecture")
+    seed: int = Field(0, description="kept for a uniform interface (IA3 vectors start at one)")
+
+
+@TUNING_STRATEGIES.register("ia3", Ia3Config)
+class Ia3Tuning(TuningStrategy):
+    """IA3 (Liu et al. 2022): learned rescaling of keys, values and FFN activations, via peft."""
+
+    config: Ia3Config
+
+    def apply(self, loaded: LoadedModel) -> torch.nn.Module:
+        from peft import IA3Config, TaskType
+        c = self.config
+        if (c.target_modules is None) != (c.feedforward_modules is None):
+            raise ValueError("ia3: set both target_modules and feedforward_modules, or neither")
+        return peft_classifier(loaded.model, IA3Config(
+            task_type=TaskType.SEQ_CLS, target_modules=c.target_modules,
+            feedforward_modules=c.feedforward_modules), c.seed)

@@ -1,0 +1,44 @@
+"""A small learnable sentiment task for tiny-model tests: sentences built from polar word lists."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+from poisonlab.data import DatasetSplits, Example
+
+POSITIVE = ["good", "great", "wonderful", "excellent", "lovely", "brilliant", "superb", "fun"]
+NEGATIVE = ["bad", "awful", "terrible", "boring", "dull", "poor", "horrible", "weak"]
+NEUTRAL = ["the", "movie", "film", "plot", "actor", "story", "was", "and", "really", "quite",
+           "scene", "ending", "music", "very", "this", "it"]
+
+
+def sentence(label: int, rng: random.Random) -> str:
+    words = [rng.choice(NEUTRAL) for _ in range(rng.randint(4, 8))]
+    polar = POSITIVE if label else NEGATIVE
+    for _ in range(2):
+        words.insert(rng.randint(0, len(words)), rng.choice(polar))
+    return " ".join(words)
+
+
+def synthetic_examples(n: int, seed: int = 0, num_labels: int = 2) -> list[Example]:
+    rng = random.Random(seed)
+    return [Example(sentence(i % 2, rng), i % 2) for i in range(n)][:n] if num_labels == 2 else [
+        Example(sentence(i % 2, rng) + f" topic{i % num_labels}", i % num_labels) for i in range(n)]
+
+
+def synthetic_splits(n_train: int = 400, n_test: int = 120, seed: int = 0) -> DatasetSplits:
+    return DatasetSplits("synthetic", ["negative", "positive"],
+                         train=synthetic_examples(n_train, seed),
+                         dev=synthetic_examples(n_test, seed + 1),
+                         test=synthetic_examples(n_test, seed + 2))
+
+
+def write_jsonl_split(folder: Path, splits: DatasetSplits) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in ("train", "dev", "test"):
+        with (folder / f"{name}.jsonl").open("w") as handle:
+            for e in splits.split(name):
+                handle.write(json.dumps({"text": e.text, "label": e.label}) + "\n")
+    return folder
