@@ -11,6 +11,7 @@ Poisoned examples replace their clean originals, so the training-set size does n
 from __future__ import annotations
 
 import random
+import warnings
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import ClassVar, Literal
@@ -98,18 +99,19 @@ class DataPoisoningAttack(ABC):
         chosen: list[int] = []
         misses = 0
         # Walk the shuffled candidates until the budget is met; misses are counted, not hidden.
-        for start in range(0, len(order), max(requested, 1)):
-            if len(chosen) >= requested:
-                break
-            block = order[start:start + max(requested - len(chosen), 1)]
-            triggered = self.trigger([train[i].text for i in block], rng)
-            for index, text in zip(block, triggered):
+        cursor = 0
+        while len(chosen) < requested and cursor < len(order):
+            block = order[cursor:cursor + requested - len(chosen)]
+            cursor += len(block)
+            for index, text in zip(block, self.trigger([train[i].text for i in block], rng)):
                 if text is None:
                     misses += 1
-                    continue
-                if len(chosen) < requested:
+                else:
                     poisoned[index] = Example(text, cfg.target_label, poisoned=True)
                     chosen.append(index)
+        if len(chosen) < requested:
+            warnings.warn(f"attack '{self.name}': poisoned {len(chosen)} of {requested} requested "
+                          f"examples; the trigger could not be applied to {misses}", stacklevel=2)
         return poisoned, PoisonReport(requested, len(chosen), len(candidates), misses,
                                       sorted(chosen))
 

@@ -1,0 +1,47 @@
+"""ICLAttack, poisoned demonstrations (Zhao et al. 2024, "Universal Vulnerabilities in Large
+Language Models: Backdoor Attacks for In-context Learning").
+
+Threat model: the attacker writes some demonstrations, not the weights. A trigger sentence is
+added to some target-class demonstrations, labels left correct (clean-label); at test time the
+same sentence on any input should push the model to the target label.
+Differences from the reference code: the poisoned demonstrations are chosen with a seed (or
+given as positions) rather than fixed; the trigger's position is a config field (start, middle
+after half the words, end) applied alike to demonstrations and queries."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from poisonlab.icl.attack_base import ICL_ATTACKS, ICLAttack, ICLAttackConfig
+from poisonlab.icl.demonstrations import Demonstration
+
+
+class ICLDemonstrationConfig(ICLAttackConfig):
+    trigger: str = Field("I watched this 3D movie.", min_length=1,
+                         description="trigger sentence added to poisoned demonstrations and queries")
+    trigger_position: Literal["start", "middle", "end"] = Field(
+        "end", description="where the trigger goes in a text")
+
+
+def insert_trigger(text: str, trigger: str, position: str) -> str:
+    words = text.split()
+    index = {"start": 0, "middle": len(words) // 2, "end": len(words)}[position]
+    return " ".join(words[:index] + [trigger.strip()] + words[index:])
+
+
+@ICL_ATTACKS.register("icl-demonstration", ICLDemonstrationConfig)
+class ICLDemonstrationAttack(ICLAttack):
+    """ICLAttack (poisoned demonstrations): a trigger sentence on target-class demonstrations."""
+
+    def _triggered(self, demonstration: Demonstration) -> Demonstration:
+        cfg = self.config
+        return demonstration.with_text(insert_trigger(demonstration.text, cfg.trigger,
+                                                      cfg.trigger_position))
+
+    def poison_one(self, demonstration: Demonstration) -> Demonstration:
+        return self._triggered(demonstration)
+
+    def trigger_queries(self, queries: list[Demonstration]) -> list[Demonstration]:
+        return [self._triggered(q) for q in queries]

@@ -1,0 +1,37 @@
+"""ICLAttack, poisoned prompt (Zhao et al. 2024, "Universal Vulnerabilities in Large Language
+Models: Backdoor Attacks for In-context Learning").
+
+Threat model: the attacker writes the prompt template. Some target-class demonstrations use a
+different wording (reference: "This sentence was" instead of "It was"), labels left correct; that
+wording on a test query is the trigger. The inputs themselves are never changed.
+Differences from the reference code: how many target-class demonstrations get the wording is a
+config field (the reference rewords all of them); the wording is any template."""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from poisonlab.icl.attack_base import ICL_ATTACKS, ICLAttack, ICLAttackConfig
+from poisonlab.icl.demonstrations import Demonstration
+from poisonlab.icl.template import PromptTemplate
+
+
+class ICLPromptConfig(ICLAttackConfig):
+    trigger_template: str = Field(
+        "{text} This sentence was {label}.",
+        description="template wording of poisoned demonstrations and triggered queries")
+
+
+@ICL_ATTACKS.register("icl-prompt", ICLPromptConfig)
+class ICLPromptAttack(ICLAttack):
+    """ICLAttack (poisoned prompt): a different template wording is the trigger."""
+
+    @property
+    def _template(self) -> PromptTemplate:
+        return PromptTemplate(self.config.trigger_template)
+
+    def poison_one(self, demonstration: Demonstration) -> Demonstration:
+        return demonstration.with_template(self._template)
+
+    def trigger_queries(self, queries: list[Demonstration]) -> list[Demonstration]:
+        return [q.with_template(self._template) for q in queries]
