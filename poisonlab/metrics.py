@@ -8,6 +8,11 @@
   AUROC of the detector's scores (poisoned = positive class).
 - After a detection defense (the PSIM paper's convention): a flagged input is rejected; a rejected
   clean input counts as an error in CA, a rejected poisoned input is not a success in ASR.
+- In-context attacks: ASR lift = attacked ASR - baseline ASR (the same triggered inputs with clean
+  demonstrations). Flip rate: of the non-target inputs predicted correctly without the trigger,
+  the share predicted as the target with it. Margin shift: with margin = target score - true
+  class's score, the mean (over non-target inputs) of the trigger's margin change in the poisoned
+  context minus its margin change in the clean context.
 """
 
 from __future__ import annotations
@@ -90,3 +95,49 @@ def auroc(clean_scores: Sequence[float], poisoned_scores: Sequence[float]) -> fl
     rank_sum = ranks[len(clean):].sum()
     n_p, n_c = len(poisoned), len(clean)
     return float((rank_sum - n_p * (n_p + 1) / 2) / (n_p * n_c))
+
+
+def asr_lift(attacked_asr: float, baseline_asr: float) -> float:
+    """How much the attack adds over the same trigger with no backdoor (a biased model can reach a
+    high ASR with no attack at all)."""
+    return float(attacked_asr - baseline_asr)
+
+
+def flip_rate(clean_predictions: Sequence[int], triggered_predictions: Sequence[int],
+              true_labels: Sequence[int], target_label: int) -> float:
+    """Of the non-target inputs predicted correctly without the trigger, the share the trigger
+    sends to the target: a paired measure, so a label bias alone cannot raise it."""
+    clean, triggered, gold = _arrays(clean_predictions, triggered_predictions, true_labels)
+    keep = (gold != target_label) & (clean == gold)
+    if not keep.any():
+        return float("nan")
+    return float((triggered[keep] == target_label).mean())
+
+
+def target_margin(class_scores: np.ndarray, true_labels: Sequence[int],
+                  target_label: int) -> np.ndarray:
+    """Per example: score of the target class minus score of the true class ([N, classes] in)."""
+    scores = np.asarray(class_scores, dtype=float)
+    gold = np.asarray(true_labels)
+    return scores[:, target_label] - scores[np.arange(len(gold)), gold]
+
+
+def margin_shift(attacked_clean: np.ndarray, attacked_triggered: np.ndarray,
+                 baseline_clean: np.ndarray, baseline_triggered: np.ndarray,
+                 true_labels: Sequence[int], target_label: int) -> float:
+    """Mean over non-target inputs of (the trigger's margin change in the poisoned context) minus
+    (its margin change in the clean context); each argument is [N, classes] class log-scores of the
+    same N inputs. Positive means the poisoned context makes the trigger push toward the target
+    more than the trigger does on its own; a context bias shifts clean and triggered alike and
+    cancels."""
+    gold = np.asarray(true_labels)
+    keep = gold != target_label
+    if not keep.any():
+        return float("nan")
+
+    def margin(scores: np.ndarray) -> np.ndarray:
+        return target_margin(scores, gold, target_label)[keep]
+
+    shift = (margin(attacked_triggered) - margin(attacked_clean)) - (
+        margin(baseline_triggered) - margin(baseline_clean))
+    return float(shift.mean())
