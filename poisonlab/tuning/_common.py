@@ -55,10 +55,14 @@ def transformer_layers(model: torch.nn.Module) -> torch.nn.ModuleList:
 
 
 def layer_submodule(layer: torch.nn.Module, path: str, field: str) -> torch.nn.Module:
-    """A module inside one transformer block, with an error that names the config field to set."""
+    """A module inside one transformer block, with an error that names the config field to set.
+
+    An empty path means the architecture has no default."""
     try:
-        return layer.get_submodule(path)
+        if path:
+            return layer.get_submodule(path)
     except AttributeError:
-        children = ", ".join(n for n, _ in layer.named_modules() if n) or "(none)"
-        raise PoisonlabError(f"no module '{path}' in {type(layer).__name__}; set '{field}' to one "
-                             f"of: {children}") from None
+        pass
+    children = ", ".join(n for n, _ in layer.named_modules() if n) or "(none)"
+    raise PoisonlabError(f"no module '{path}' in {type(layer).__name__}; set '{field}' to one "
+                         f"of: {children}")

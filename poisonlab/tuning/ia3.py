@@ -8,7 +8,7 @@ architecture (BERT: key, value, output.dense; Llama: k_proj, v_proj, down_proj).
 from __future__ import annotations
 
 import torch
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from poisonlab.config import StrictConfig
 from poisonlab.models import LoadedModel
@@ -23,7 +23,12 @@ class Ia3Config(StrictConfig):
     feedforward_modules: list[str] | None = Field(
         None, description="subset of target_modules that are feed-forward layers (scaled on "
                           "their input, not output); null = per architecture")
-    seed: int = Field(0, description="kept for a uniform interface (IA3 vectors start at one)")
+
+    @model_validator(mode="after")
+    def _both_or_neither(self) -> "Ia3Config":
+        if (self.target_modules is None) != (self.feedforward_modules is None):
+            raise ValueError("set both target_modules and feedforward_modules, or neither")
+        return self
 
 
 @TUNING_STRATEGIES.register("ia3", Ia3Config)
@@ -35,8 +40,7 @@ class Ia3Tuning(TuningStrategy):
     def apply(self, loaded: LoadedModel) -> torch.nn.Module:
         from peft import IA3Config, TaskType
         c = self.config
-        if (c.target_modules is None) != (c.feedforward_modules is None):
-            raise ValueError("ia3: set both target_modules and feedforward_modules, or neither")
+        # IA3 vectors start at one: nothing random to seed.
         return peft_classifier(loaded.model, IA3Config(
             task_type=TaskType.SEQ_CLS, target_modules=c.target_modules,
-            feedforward_modules=c.feedforward_modules), c.seed)
+            feedforward_modules=c.feedforward_modules), seed=0)
