@@ -35,16 +35,21 @@ def _resolve_folder(name: str) -> tuple[str, str | None]:
         if builtin.folder is None:
             raise PoisonlabError(f"builtin model '{name}' has no pretrained folder")
         return str(builtin.folder()), builtin.kind
+    if not Path(name).exists() and not _looks_like_hub_id(name):
+        valid = ", ".join(BUILTIN_MODELS)
+        raise PoisonlabError(f"model '{name}' is neither a builtin name ({valid}), "
+                             "an existing folder, nor a Hub id like org/model")
     return name, None
+
+
+def _looks_like_hub_id(name: str) -> bool:
+    return name.count("/") == 1 and not name.startswith((".", "/", "~"))
 
 
 def _check_local_weights(path: str, allow_pickle: bool) -> None:
     folder = Path(path)
     if not folder.exists():
-        if "/" in path and not path.startswith((".", "/")):
-            return  # a Hub id; transformers is told to prefer safetensors below
-        valid = ", ".join(BUILTIN_MODELS)
-        raise PoisonlabError(f"model '{path}' is neither a builtin name ({valid}) nor a folder")
+        return  # a Hub id; transformers is told to use safetensors below
     if not folder.is_dir():
         raise PoisonlabError(f"model path {folder} is not a folder")
     if any(folder.glob("*.safetensors")):
@@ -68,7 +73,10 @@ def load_tokenizer(name: str, *, trust_remote_code: bool = False) -> Any:
     if name in BUILTIN_MODELS and BUILTIN_MODELS[name].tokenizer_from:
         name = BUILTIN_MODELS[name].tokenizer_from
     path, _ = _resolve_folder(name)
-    tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError) as exc:
+        raise PoisonlabError(f"cannot load the tokenizer of model '{name}': {exc}") from None
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
     return tokenizer
