@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from poisonlab.data.example import Example
+from poisonlab.errors import ConfigError, PoisonlabError
 from poisonlab.models import load_classifier
 from poisonlab.training.trainer import TrainingConfig, predict_logits, train_classifier
 from poisonlab.tuning import TUNING_STRATEGIES, _load_all, build_strategy
@@ -132,11 +133,31 @@ def test_prefix_reaches_every_attention_layer(model_name):
             assert not torch.allclose(before[layer + 1], after[layer + 1])
 
 
-def test_prefix_reparameterised_and_gqa_shapes():
-    loaded, _, model = tuned("prefix", "tiny-llama", {"projection_hidden_size": 16,
-                                                      "num_virtual_tokens": 3})
-    keys_values = model.prefix()
+def test_prefix_keys_and_values_follow_gqa():
+    loaded, _, model = tuned("prefix", "tiny-llama", {"num_virtual_tokens": 3})
     config = loaded.model.config
-    assert keys_values.shape == (config.num_hidden_layers, 2, config.num_key_value_heads, 3,
-                                 config.hidden_size // config.num_attention_heads)
+    assert model.prefix().shape == (config.num_hidden_layers, 2, config.num_key_value_heads, 3,
+                                    config.hidden_size // config.num_attention_heads)
+
+
+@pytest.mark.parametrize("strategy,values", [
+    ("prefix", {"projection_hidden_size": 16}),
+    ("ptuning", {"encoder": "lstm", "encoder_hidden_size": 8}),
+    ("adapter", {"attention": True, "activation": "gelu", "bottleneck_size": 4}),
+    ("lora", {"target_modules": ["query", "key", "value", "dense"], "r": 2}),
+    ("ia3", {"target_modules": ["query", "output.dense"], "feedforward_modules": ["output.dense"]}),
+    ("prompt", {"init": "random", "num_virtual_tokens": 2}),
+])
+def test_non_default_configs_train(strategy, values):
+    loaded, _, model = tuned(strategy, "tiny-bert", values)
+    trainable = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
     train(model, loaded.tokenizer)
+    assert all(not torch.equal(p.detach(), trainable[n])
+               for n, p in model.named_parameters() if p.requires_grad)
+
+
+def test_config_errors_name_the_field():
+    with pytest.raises(ConfigError, match="feedforward_modules"):
+        build_strategy("ia3", {"target_modules": ["query"]})
+    with pytest.raises(PoisonlabError, match="ffn_module"):
+        tuned("adapter", "tiny-llama", {"ffn_module": "no.such.module"})

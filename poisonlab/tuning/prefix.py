@@ -39,17 +39,19 @@ class PrefixEncoder(torch.nn.Module):
         super().__init__()
         self.shape = (tokens, layers, 2, kv_heads, head_dim)
         width = layers * 2 * kv_heads * head_dim
+        self.prefix: torch.nn.Parameter | None = None
+        self.projection: torch.nn.Sequential | None = None
         if projection_hidden_size is None:
             self.prefix = torch.nn.Parameter(torch.randn(tokens, width) * init_std)
-            self.embedding = self.projection = None
         else:
-            self.embedding = torch.nn.Embedding(tokens, hidden_size)
             self.projection = torch.nn.Sequential(
+                torch.nn.Embedding(tokens, hidden_size),
                 torch.nn.Linear(hidden_size, projection_hidden_size), torch.nn.Tanh(),
                 torch.nn.Linear(projection_hidden_size, width))
+            self.register_buffer("positions", torch.arange(tokens), persistent=False)
 
     def forward(self) -> torch.Tensor:
-        flat = self.prefix if self.projection is None else self.projection(self.embedding.weight)
+        flat = self.prefix if self.projection is None else self.projection(self.positions)
         return flat.view(self.shape).permute(1, 2, 3, 0, 4)
 
 
