@@ -1,0 +1,123 @@
+"""The study's table (markdown + CSV) and plot, read from its run folders only."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from poisonlab.icl.study import StudyConfig, study_cells
+from poisonlab.io import atomic_write, write_text
+from poisonlab.report.tables import csv_table, markdown_table
+
+MEASURES = ("ca_clean", "ca_attacked", "asr_baseline", "asr_attacked", "asr_lift",
+            "flip_rate_baseline", "flip_rate_attacked", "margin_shift")
+VARIANTS = ("raw", "calibrated")
+
+
+def study_rows(study: StudyConfig) -> list[dict[str, Any]]:
+    """One flat row per finished cell, in the study's order."""
+    rows = []
+    for entry in study.datasets:
+        for cell, attack in study_cells(study, entry):
+            path = Path(study.output_dir) / entry.folder / cell / "metrics.json"
+            if not path.exists():
+                continue
+            metrics = json.loads(path.read_text(encoding="utf-8"))
+            row = {"dataset": entry.folder, "cell": cell, "attack": attack.name,
+                   "poisoned": metrics["counts"]["poisoned_demonstrations"],
+                   "position": attack.config.get("trigger_position", "-"),
+                   "n_test": metrics["counts"]["test"],
+                   "n_non_target": metrics["counts"]["non_target"]}
+            for v in VARIANTS:
+                row.update({f"{m}_{v}": metrics[v][m] for m in MEASURES})
+            rows.append(row)
+    return rows
+
+
+def _pair(row: dict[str, Any], measure: str, percent: bool = True) -> str:
+    raw, cal = row[f"{measure}_raw"], row[f"{measure}_calibrated"]
+    return (f"{100 * raw:.1f} / {100 * cal:.1f}" if percent else f"{raw:+.2f} / {cal:+.2f}")
+
+
+def headline_table(rows: list[dict[str, Any]], study: StudyConfig) -> str:
+    """The reference cells (demonstration attack at reference_count, end; prompt attack at its
+    largest count), each value as raw / calibrated."""
+    reference = {f"demonstration-k{study.reference_count}-end", f"prompt-k{max(study.prompt_counts)}"}
+    columns = ["dataset", "attack", "poisoned", "n_test", "CA clean", "CA attacked",
+               "ASR baseline", "ASR attacked", "ASR lift", "flip baseline", "flip attacked",
+               "margin shift"]
+    shown = [{"dataset": r["dataset"], "attack": r["attack"], "poisoned": r["poisoned"],
+              "n_test": r["n_test"], "CA clean": _pair(r, "ca_clean"),
+              "CA attacked": _pair(r, "ca_attacked"), "ASR baseline": _pair(r, "asr_baseline"),
+              "ASR attacked": _pair(r, "asr_attacked"), "ASR lift": _pair(r, "asr_lift"),
+              "flip baseline": _pair(r, "flip_rate_baseline"),
+              "flip attacked": _pair(r, "flip_rate_attacked"),
+              "margin shift": _pair(r, "margin_shift", percent=False)}
+             for r in rows if r["cell"] in reference]
+    return markdown_table(shown, columns)
+
+
+def ablation_table(rows: list[dict[str, Any]]) -> str:
+    columns = ["dataset", "attack", "poisoned", "position", "CA attacked", "ASR baseline",
+               "ASR attacked", "flip attacked", "margin shift"]
+    shown = [{"dataset": r["dataset"], "attack": r["attack"], "poisoned": r["poisoned"],
+              "position": r["position"], "CA attacked": _pair(r, "ca_attacked"),
+              "ASR baseline": _pair(r, "asr_baseline"), "ASR attacked": _pair(r, "asr_attacked"),
+              "flip attacked": _pair(r, "flip_rate_attacked"),
+              "margin shift": _pair(r, "margin_shift", percent=False)} for r in rows]
+    return markdown_table(shown, columns)
+
+
+def plot(rows: list[dict[str, Any]], study: StudyConfig, path: Path) -> None:
+    """Per data set: attacked ASR (solid) and baseline ASR (dashed) against the number of
+    poisoned demonstrations, raw and calibrated; below, the margin shift."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = [e.folder for e in study.datasets]
+    fig, axes = plt.subplots(2, len(names), figsize=(4 * len(names), 6), squeeze=False)
+    series = [("icl-demonstration", "end", "demonstration", "tab:red"),
+              ("icl-prompt", "-", "prompt", "tab:blue")]
+    for col, name in enumerate(names):
+        for attack, position, label, color in series:
+            cells = sorted((r for r in rows if r["dataset"] == name and r["attack"] == attack
+                            and r["position"] == position), key=lambda r: r["poisoned"])
+            if not cells:
+                continue
+            k = [r["poisoned"] for r in cells]
+            for variant, marker in (("raw", "o"), ("calibrated", "s")):
+                axes[0][col].plot(k, [r[f"asr_attacked_{variant}"] for r in cells], marker=marker,
+                                  color=color, label=f"{label}, {variant}",
+                                  alpha=1 if variant == "calibrated" else 0.5)
+                axes[0][col].plot(k, [r[f"asr_baseline_{variant}"] for r in cells], ls="--",
+                                  color=color, alpha=1 if variant == "calibrated" else 0.5)
+                axes[1][col].plot(k, [r[f"margin_shift_{variant}"] for r in cells],
+                                  marker=marker, color=color,
+                                  alpha=1 if variant == "calibrated" else 0.5)
+        axes[0][col].set_title(f"{name}: ASR (dashed: baseline)")
+        axes[0][col].set_ylim(0, 1.02)
+        axes[1][col].axhline(0, color="gray", lw=0.5)
+        axes[1][col].set_title(f"{name}: margin shift")
+        axes[1][col].set_xlabel("poisoned demonstrations")
+    axes[0][0].legend(fontsize=7)
+    fig.tight_layout()
+    atomic_write(path, lambda p: fig.savefig(p, format="png", dpi=80))
+    plt.close(fig)
+
+
+def write_study_report(study: StudyConfig) -> list[Path]:
+    rows = study_rows(study)
+    out = Path(study.results_dir)
+    columns = ["dataset", "cell", "attack", "poisoned", "position", "n_test", "n_non_target",
+               *[f"{m}_{v}" for v in VARIANTS for m in MEASURES]]
+    text = ("# ICLAttack study (raw / calibrated; percentages except margin shift)\n\n"
+            "## Reference cells\n\n" + headline_table(rows, study) +
+            "\n## Ablation\n\n" + ablation_table(rows))
+    paths = [write_text(out / "study.md", text), write_text(out / "study.csv",
+                                                             csv_table(rows, columns))]
+    if rows:
+        plot(rows, study, out / "study.png")
+        paths.append(out / "study.png")
+    return paths

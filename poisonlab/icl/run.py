@@ -1,0 +1,148 @@
+"""An in-context run: the config schema (what `configs/icl/*.yaml` is validated against) and
+`ICLExperiment`, which loads the model and data once and evaluates any number of attacks, each into
+its own run folder (config.yaml, environment.json, predictions.jsonl, metrics.json last)."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from pydantic import Field
+
+from poisonlab.config import StrictConfig, read_yaml, set_dotted
+from poisonlab.data.example import Example
+from poisonlab.errors import ConfigError
+from poisonlab.experiment.rundir import RunDir
+from poisonlab.icl.attack_base import ICL_ATTACKS, ICLAttack, load_icl_attacks
+from poisonlab.icl.calibration import DEFAULT_CONTENT_FREE
+from poisonlab.icl.data import load_icl_dataset
+from poisonlab.icl.demonstrations import Demonstration, as_demonstrations, sample_balanced
+from poisonlab.icl.evaluate import ICLEvaluation, ICLEvaluator
+from poisonlab.icl.scoring import LabelScorer
+from poisonlab.icl.template import PromptTemplate
+from poisonlab.icl.verbalizer import ScoringMode, Verbalizer
+from poisonlab.models import LoadedModel, load_causal_lm
+from poisonlab.registry import validate_config
+
+
+class FixedDemonstration(StrictConfig):
+    text: str
+    label: int = Field(ge=0)
+
+
+class DemonstrationConfig(StrictConfig):
+    shots_per_class: int = Field(6, ge=1, description="demonstrations sampled per class")
+    split: Literal["train", "dev", "test"] = Field("train", description="split sampled from")
+    fixed: list[FixedDemonstration] | None = Field(
+        None, description="use exactly these demonstrations, in this order (no sampling)")
+
+
+class AttackSpec(StrictConfig):
+    name: str = Field("icl-demonstration", description="a registered in-context attack")
+    config: dict[str, Any] = Field(default_factory=dict, description="that attack's fields")
+
+
+class ICLRunConfig(StrictConfig):
+    model: str = Field("smollm2-135m", description="causal LM: builtin name, folder or Hub id")
+    dataset: str = Field("sst2", description="data set name (see `poisonlab list`) or trec4")
+    test_size: int | None = Field(None, ge=1, description="seeded test subsample; null = all")
+    template: str = Field("{text} It was {label}.", description="clean demonstration template")
+    label_words: list[list[str]] = Field(
+        [["bad"], ["good", "great", "wonderful"]],
+        description="words per class; a demonstration shows the first")
+    separator: str = Field("\n", description="written after every demonstration")
+    scoring: ScoringMode = Field("first-token", description="multi-token label words: "
+                                 "first-token or sum of token log-probs")
+    content_free_inputs: list[str] = Field(list(DEFAULT_CONTENT_FREE),
+                                           description="inputs for contextual calibration")
+    demonstrations: DemonstrationConfig = Field(default_factory=DemonstrationConfig)
+    attack: AttackSpec = Field(default_factory=AttackSpec)
+    batch_size: int = Field(16, ge=1, description="queries per forward pass")
+    dtype: Literal["float32", "bfloat16"] = Field(
+        "float32", description="model weights; bfloat16 is about 2x faster on CPUs with AVX512-BF16")
+    seed: int = Field(0, description="seed for demonstrations and the test subsample")
+    output_dir: str = Field("runs/icl", description="where run folders go")
+
+
+def load_icl_config(path: str | Path, overrides: list[str] = ()) -> ICLRunConfig:
+    values = read_yaml(path)
+    for assignment in overrides:
+        set_dotted(values, assignment)
+    return validate_config(ICLRunConfig, values, where=str(path))
+
+
+def build_icl_attack(spec: AttackSpec) -> ICLAttack:
+    load_icl_attacks()
+    return ICL_ATTACKS.build(spec.name, spec.config, where=f"attack '{spec.name}'")
+
+
+class ICLExperiment:
+    """Model, data, demonstrations and scorer for one config; `run` evaluates one attack."""
+
+    def __init__(self, config: ICLRunConfig, loaded: LoadedModel | None = None):
+        self.config = config
+        self.loaded = loaded
+
+    def prepare(self) -> "ICLExperiment":
+        cfg = self.config
+        template = PromptTemplate(cfg.template)
+        verbalizer = Verbalizer.from_lists(cfg.label_words)
+        dataset = load_icl_dataset(cfg.dataset)
+        if dataset.num_labels != verbalizer.num_labels:
+            raise ConfigError(f"label_words: {verbalizer.num_labels} classes given, data set "
+                              f"'{cfg.dataset}' has {dataset.num_labels} ({dataset.label_names})")
+        self.demonstrations_ = self._demonstrations(dataset.split(cfg.demonstrations.split),
+                                                    verbalizer.num_labels, template)
+        self.test_ = self._subsample(dataset.test)
+        self.loaded_ = self.loaded or load_causal_lm(cfg.model, seed=cfg.seed)
+        self.loaded_.model.to(getattr(torch, cfg.dtype))
+        scorer = LabelScorer(self.loaded_, verbalizer, template.label_prefix, cfg.scoring,
+                             cfg.batch_size)
+        self.evaluator_ = ICLEvaluator(scorer, template, cfg.separator,
+                                       tuple(cfg.content_free_inputs))
+        return self
+
+    def _demonstrations(self, pool: list[Example], num_labels: int,
+                        template: PromptTemplate) -> list[Demonstration]:
+        demos = self.config.demonstrations
+        if demos.fixed is not None:
+            bad = [d.label for d in demos.fixed if d.label >= num_labels]
+            if bad:
+                raise ConfigError(f"demonstrations.fixed: labels {bad} are not in 0..{num_labels - 1}")
+            return as_demonstrations([Example(d.text, d.label) for d in demos.fixed], template)
+        return as_demonstrations(sample_balanced(pool, demos.shots_per_class, num_labels,
+                                                 self.config.seed), template)
+
+    def _subsample(self, test: list[Example]) -> list[Example]:
+        size = self.config.test_size
+        if size is None or size >= len(test):
+            return list(test)
+        keep = sorted(random.Random(self.config.seed + 1).sample(range(len(test)), size))
+        return [test[i] for i in keep]
+
+    def evaluate(self, attack: AttackSpec) -> ICLEvaluation:
+        if not hasattr(self, "evaluator_"):
+            self.prepare()
+        return self.evaluator_.evaluate(self.demonstrations_, self.test_, build_icl_attack(attack))
+
+    def run(self, run_dir: str | Path, attack: AttackSpec | None = None,
+            force: bool = False) -> dict[str, Any]:
+        """Evaluate `attack` (default: the config's) into `run_dir`; a finished folder is reused."""
+        attack = attack or self.config.attack
+        run = RunDir(run_dir)
+        if run.finished() and not force:
+            return run.read_metrics()
+        build_icl_attack(attack)  # a bad attack config fails before any model work
+        resolved = self.config.model_copy(update={"attack": attack}).model_dump(mode="json")
+        run.start(resolved, self.config.seed)
+        result = self.evaluate(attack)
+        run.write_predictions("predictions", result.prediction_rows())
+        metrics = {"seed": self.config.seed, "model": self.config.model,
+                   "dataset": self.config.dataset, "attack": attack.name,
+                   "attack_config": build_icl_attack(attack).config.model_dump(mode="json"),
+                   "counts": result.counts, "poisoned_demonstrations": result.poisoned_indices,
+                   **result.metrics}
+        run.finish(metrics)
+        return run.read_metrics()

@@ -1,0 +1,104 @@
+"""The ICLAttack study: clean ICL vs each attack on several data sets, with an ablation over the
+number of poisoned demonstrations and the trigger position. Every cell is an ordinary run folder
+(`<output_dir>/<dataset>/<cell>`), so a killed study resumes; the model and each data set's scores
+are shared across cells (the clean context is scored once)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Iterator, Literal
+
+from pydantic import Field
+
+from poisonlab.config import StrictConfig, read_yaml
+from poisonlab.icl.run import AttackSpec, DemonstrationConfig, ICLExperiment, ICLRunConfig
+from poisonlab.models import load_causal_lm
+from poisonlab.registry import validate_config
+
+Position = Literal["start", "middle", "end"]
+
+
+class StudyDataset(StrictConfig):
+    dataset: str
+    test_size: int | None = Field(None, ge=1, description="seeded test subsample; null = all")
+    template: str = "{text} It was {label}."
+    trigger_template: str = Field("{text} This sentence was {label}.",
+                                  description="the prompt attack's wording")
+    label_words: list[list[str]]
+    target_label: int = Field(0, ge=0)
+    shots_per_class: int = Field(6, ge=1)
+    ablation: bool = Field(True, description="run the count and position ablation, not only "
+                                             "the reference cells")
+
+    @property
+    def folder(self) -> str:
+        """Run-folder name: the data set's name, or a local path's last part."""
+        return Path(self.dataset).name
+
+
+class StudyConfig(StrictConfig):
+    model: str = "smollm2-135m"
+    datasets: list[StudyDataset] = Field(min_length=1)
+    trigger: str = "I watched this 3D movie."
+    demonstration_counts: list[int] = Field([0, 1, 2, 3, 4, 5, 6],
+                                            description="poisoned demonstrations, trigger at end")
+    positions: list[Position] = Field(["start", "middle", "end"],
+                                      description="trigger positions, at reference_count")
+    reference_count: int = Field(4, ge=0, description="the reference's 4 of 6 poisoned")
+    prompt_counts: list[int] = Field([2, 4, 6], description="reworded target demonstrations")
+    batch_size: int = Field(16, ge=1)
+    dtype: Literal["float32", "bfloat16"] = Field(
+        "float32", description="model weights; bfloat16 is about 2x faster on CPUs with AVX512-BF16")
+    seed: int = 0
+    output_dir: str = "runs/icl-study"
+    results_dir: str = "docs/results/icl"
+
+
+def load_study_config(path: str | Path) -> StudyConfig:
+    return validate_config(StudyConfig, read_yaml(path), where=str(path))
+
+
+def study_cells(study: StudyConfig, entry: StudyDataset) -> Iterator[tuple[str, AttackSpec]]:
+    """(cell name, attack) pairs; the reference cells come first so an early stop still has them."""
+    def demo(count: int, position: str) -> tuple[str, AttackSpec]:
+        return f"demonstration-k{count}-{position}", AttackSpec(name="icl-demonstration", config={
+            "target_label": entry.target_label, "poisoned_demonstrations": count,
+            "trigger": study.trigger, "trigger_position": position, "seed": study.seed})
+
+    def prompt(count: int) -> tuple[str, AttackSpec]:
+        return f"prompt-k{count}", AttackSpec(name="icl-prompt", config={
+            "target_label": entry.target_label, "poisoned_demonstrations": count,
+            "trigger_template": entry.trigger_template, "seed": study.seed})
+
+    cells = [demo(study.reference_count, "end"), prompt(max(study.prompt_counts))]
+    if entry.ablation:
+        cells += [demo(k, "end") for k in study.demonstration_counts]
+        cells += [demo(study.reference_count, p) for p in study.positions]
+        cells += [prompt(k) for k in study.prompt_counts]
+    yield from dict(cells).items()
+
+
+def run_config(study: StudyConfig, entry: StudyDataset) -> ICLRunConfig:
+    return ICLRunConfig(model=study.model, dataset=entry.dataset, test_size=entry.test_size,
+                        template=entry.template, label_words=entry.label_words,
+                        demonstrations=DemonstrationConfig(shots_per_class=entry.shots_per_class),
+                        batch_size=study.batch_size, dtype=study.dtype, seed=study.seed,
+                        output_dir=study.output_dir)
+
+
+def run_study(study: StudyConfig, log: Any = print) -> list[Path]:
+    """Run every cell not yet finished; return the run folders."""
+    loaded = load_causal_lm(study.model, seed=study.seed)
+    folders = []
+    for entry in study.datasets:
+        experiment = ICLExperiment(run_config(study, entry), loaded)
+        for cell, attack in study_cells(study, entry):
+            folder = Path(study.output_dir) / entry.folder / cell
+            metrics = experiment.run(folder, attack)
+            raw, cal = metrics["raw"], metrics["calibrated"]
+            log(f"{entry.folder:>6} {cell:<26} CA {raw['ca_clean']:.2f}/{cal['ca_clean']:.2f} "
+                f"ASR {raw['asr_baseline']:.2f}->{raw['asr_attacked']:.2f} raw, "
+                f"{cal['asr_baseline']:.2f}->{cal['asr_attacked']:.2f} cal, "
+                f"shift {raw['margin_shift']:+.2f}")
+            folders.append(folder)
+    return folders

@@ -1,0 +1,226 @@
+"""In-context learning and ICLAttack on a tiny random Llama (SmolLM2's tokenizer)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from poisonlab import metrics as M
+from poisonlab.data.example import Example
+from poisonlab.errors import ConfigError
+from poisonlab.icl.attack_base import ICL_ATTACKS, load_icl_attacks
+from poisonlab.icl.calibration import calibrate, content_free_bias
+from poisonlab.icl.demonstrations import Demonstration
+from poisonlab.icl.run import AttackSpec, ICLExperiment, ICLRunConfig, build_icl_attack
+from poisonlab.icl.scoring import LabelScorer
+from poisonlab.icl.template import PromptTemplate
+from poisonlab.icl.verbalizer import Verbalizer
+
+WORDS2 = [["bad", "awful"], ["good", "great", "wonderful"]]
+WORDS4 = [["sports"], ["politics", "election"], ["science"], ["money", "business"]]
+TOPICS = ["the match went to extra time", "the senate passed the bill", "the probe reached mars",
+          "shares fell sharply today"]
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    from poisonlab.models import load_causal_lm
+    return load_causal_lm("tiny-llama", seed=0)
+
+
+def _write(folder: Path, rows: dict[str, list[Example]]) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    for split, examples in rows.items():
+        (folder / f"{split}.jsonl").write_text("".join(
+            json.dumps({"text": e.text, "label": e.label}) + "\n" for e in examples))
+    return folder
+
+
+@pytest.fixture(scope="module")
+def binary_dir(tmp_path_factory) -> Path:
+    train = [Example(f"{w} movie number {i} .", label) for i in range(8)
+             for label, w in enumerate(["dull", "lovely"])]
+    test = [Example(f"a {w} film with {i} scenes", i % 2) for i, w in
+            enumerate(["slow", "bright", "weak", "warm", "flat", "fresh", "bland", "sharp"])]
+    return _write(tmp_path_factory.mktemp("data") / "binary", {"train": train, "test": test})
+
+
+@pytest.fixture(scope="module")
+def four_class_dir(tmp_path_factory) -> Path:
+    train = [Example(f"{t} , report {i}", label) for i in range(4)
+             for label, t in enumerate(TOPICS)]
+    test = [Example(f"{t} again {i}", label) for i in range(3) for label, t in enumerate(TOPICS)]
+    return _write(tmp_path_factory.mktemp("data") / "four", {"train": train, "test": test})
+
+
+def _config(dataset: Path, **values) -> ICLRunConfig:
+    base = {"model": "tiny-llama", "dataset": str(dataset), "label_words": WORDS2,
+            "demonstrations": {"shots_per_class": 3}, "batch_size": 3}
+    return ICLRunConfig(**{**base, **values})
+
+
+@pytest.mark.parametrize("mode", ["first-token", "sum"])
+def test_cached_prefix_scores_equal_plain_scores(tiny, mode):
+    verbalizer = Verbalizer.from_lists([["bad", "antidisestablishmentarianism"], ["good"]])
+    assert max(len(i) for i in verbalizer.token_ids(tiny.tokenizer, " ")) > 1
+    prefix = "A dull film . It was bad.\nA fun ride . It was good.\n"
+    queries = ["Loved it . It was", "ok It was",
+               "Terrible acting and a plot that goes nowhere for two hours . It was",
+               "fine , I guess . It was", "no It was"]
+    cached = LabelScorer(tiny, verbalizer, mode=mode, batch_size=2).score(prefix, queries)
+    plain = LabelScorer(tiny, verbalizer, mode=mode, batch_size=2,
+                        use_cache=False).score(prefix, queries)
+    one_by_one = np.concatenate([LabelScorer(tiny, verbalizer, mode=mode, use_cache=False)
+                                 .score(prefix, [q]) for q in queries])
+    assert cached.shape == (5, 2)
+    np.testing.assert_allclose(cached, plain, atol=1e-4, rtol=0)
+    np.testing.assert_allclose(cached, one_by_one, atol=1e-4, rtol=0)
+
+
+def test_template_query_stops_before_label_and_keeps_braces():
+    template = PromptTemplate("{text} It was {label}.")
+    assert template.query("a {weird} text") == "a {weird} text It was"
+    assert template.demonstration("x", "good") == "x It was good."
+    assert template.label_prefix == " "
+    with pytest.raises(ConfigError):
+        PromptTemplate("{label} {text}")
+
+
+@pytest.mark.parametrize("name,extra", [("icl-demonstration", {"trigger_position": "middle"}),
+                                        ("icl-prompt", {})])
+def test_poisoned_demonstrations_keep_their_labels(name, extra):
+    template = PromptTemplate()
+    demos = [Demonstration(f"text {i} here", i % 2, template) for i in range(12)]
+    attack = build_icl_attack(AttackSpec(name=name, config={
+        "target_label": 0, "poisoned_demonstrations": 4, **extra}))
+    poisoned = attack.poison_demonstrations(demos)
+    assert [d.label for d in poisoned] == [d.label for d in demos]
+    changed = [i for i, (a, b) in enumerate(zip(demos, poisoned)) if a != b]
+    assert len(changed) == 4 and all(demos[i].label == 0 for i in changed)
+    assert all(poisoned[i].poisoned for i in changed)
+    pinned = build_icl_attack(AttackSpec(name=name, config={"poison_positions": [0, 2], **extra}))
+    assert [i for i, d in enumerate(pinned.poison_demonstrations(demos)) if d.poisoned] == [0, 2]
+    with pytest.raises(ConfigError, match="not target-class"):
+        build_icl_attack(AttackSpec(name=name, config={"poison_positions": [1], **extra})
+                         ).poison_demonstrations(demos)
+    with pytest.raises(ConfigError, match="only 6"):
+        build_icl_attack(AttackSpec(name=name, config={"poisoned_demonstrations": 7, **extra})
+                         ).poison_demonstrations(demos)
+
+
+def test_trigger_goes_where_asked():
+    from poisonlab.attacks.icl_demonstration import insert_trigger
+    assert insert_trigger("a b c d", "T x.", "start") == "T x. a b c d"
+    assert insert_trigger("a b c d", "T x.", "middle") == "a b T x. c d"
+    assert insert_trigger("a b c d", "T x.", "end") == "a b c d T x."
+
+
+def test_asr_counts_only_non_target_inputs(tiny, binary_dir, tmp_path):
+    experiment = ICLExperiment(_config(binary_dir), tiny)
+    attack = AttackSpec(name="icl-demonstration", config={"target_label": 1,
+                                                          "poisoned_demonstrations": 2})
+    result = experiment.evaluate(attack)
+    triggered = [s for s in result.sets if s.inputs == "triggered"]
+    assert all((s.labels != 1).all() for s in triggered)
+    assert result.counts["non_target"] == sum(e.label != 1 for e in experiment.test_) == 4
+    attacked = next(s for s in triggered if s.context == "poisoned")
+    expected = float((attacked.predictions("raw") == 1).mean())
+    assert result.metrics["raw"]["asr_attacked"] == pytest.approx(expected)
+    metrics = experiment.run(tmp_path / "run", attack)
+    assert metrics["definitions_version"] == M.DEFINITIONS_VERSION and metrics["seed"] == 0
+    assert {p.name for p in (tmp_path / "run").iterdir()} >= {
+        "config.yaml", "environment.json", "metrics.json", "predictions.jsonl"}
+
+
+def test_four_class_label_set(tiny, four_class_dir):
+    experiment = ICLExperiment(_config(four_class_dir, label_words=WORDS4,
+                                       template="{text} Topic: {label}."), tiny)
+    result = experiment.evaluate(AttackSpec(name="icl-prompt", config={
+        "target_label": 2, "poisoned_demonstrations": 2,
+        "trigger_template": "{text} The topic: {label}."}))
+    assert all(s.logprobs["raw"].shape[1] == 4 for s in result.sets)
+    assert result.counts == {"test": 12, "non_target": 9, "demonstrations": 12,
+                             "poisoned_demonstrations": 2}
+    for variant in ("raw", "calibrated"):  # flip rates are nan when no input is right unprompted
+        values = result.metrics[variant]
+        assert all(0 <= values[k] <= 1 for k in ("ca_clean", "asr_baseline", "asr_attacked"))
+        assert np.isfinite(values["margin_shift"])
+    with pytest.raises(ConfigError, match="label_words"):
+        ICLExperiment(_config(four_class_dir), tiny).prepare()
+
+
+def test_same_seed_same_scores(tiny, binary_dir):
+    attack = AttackSpec(name="icl-demonstration", config={"poisoned_demonstrations": 2})
+    first = ICLExperiment(_config(binary_dir, seed=3), tiny).evaluate(attack)
+    second = ICLExperiment(_config(binary_dir, seed=3), tiny).evaluate(attack)
+    other = ICLExperiment(_config(binary_dir, seed=4), tiny).prepare()
+    assert first.prediction_rows() == second.prediction_rows()
+    assert json.dumps(first.metrics) == json.dumps(second.metrics)  # nan-safe
+    again = ICLExperiment(_config(binary_dir, seed=3), tiny).prepare()
+    assert [d.text for d in other.demonstrations_] != [d.text for d in again.demonstrations_]
+
+
+def test_calibration_makes_content_free_input_uniform():
+    scores = np.log(np.array([[0.9, 0.1], [0.6, 0.4]]))
+    bias = content_free_bias(scores[:1])
+    np.testing.assert_allclose(np.exp(calibrate(scores[:1], bias)), [[0.5, 0.5]])
+    assert calibrate(scores, bias)[1].argmax() == 1  # 0.6/0.9 < 0.4/0.1
+
+
+def test_flip_rate_and_margin_shift_are_paired():
+    gold = [0, 0, 0, 1]
+    # input 2 was already wrong without the trigger, input 3 is the target class: both ignored
+    assert M.flip_rate([0, 0, 1, 1], [1, 0, 1, 0], gold, target_label=1) == 0.5
+    clean = np.zeros((4, 2))
+    biased = clean + np.array([0.0, 3.0])  # a context that favours the target everywhere
+    assert M.margin_shift(biased, biased, clean, clean, gold, 1) == 0.0
+    pushed = clean.copy()
+    pushed[:, 1] += 1.0
+    assert M.margin_shift(clean, pushed, clean, clean, gold, 1) == pytest.approx(1.0)
+
+
+def test_registry_and_config_errors():
+    load_icl_attacks()
+    assert {"icl-demonstration", "icl-prompt"} <= set(ICL_ATTACKS.names())
+    from poisonlab.attacks.base import DATA_ATTACKS
+    assert not {"icl-demonstration", "icl-prompt"} & set(DATA_ATTACKS.names())
+    with pytest.raises(ConfigError, match="unknown field 'triger'"):
+        build_icl_attack(AttackSpec(name="icl-demonstration", config={"triger": "x"}))
+
+
+def test_cli_run_writes_a_run_folder(tiny, binary_dir, tmp_path, capsys):
+    import argparse
+
+    from poisonlab.icl.cli import add_parser
+    config = tmp_path / "icl.yaml"
+    config.write_text(f"model: tiny-llama\ndataset: {binary_dir}\ndemonstrations:\n"
+                      "  shots_per_class: 2\nattack:\n  name: icl-prompt\n"
+                      "  config: {poisoned_demonstrations: 1}\n")
+    parser = argparse.ArgumentParser()
+    add_parser(parser.add_subparsers())
+    args = parser.parse_args(["icl", "run", str(config), "--out", str(tmp_path / "out")])
+    assert args.func(args) == 0
+    assert (tmp_path / "out" / "metrics.json").exists()
+    bad = parser.parse_args(["icl", "run", str(config), "--set", "attack.config.nope=1"])
+    with pytest.raises(ConfigError, match="nope"):
+        bad.func(bad)
+
+
+def test_study_runs_cells_and_writes_report(tiny, binary_dir, tmp_path, monkeypatch):
+    from poisonlab.icl import study as study_module
+    from poisonlab.icl.report import write_study_report
+    monkeypatch.setattr(study_module, "load_causal_lm", lambda name, seed: tiny)
+    study = study_module.StudyConfig(
+        model="tiny-llama", output_dir=str(tmp_path / "runs"), results_dir=str(tmp_path / "out"),
+        reference_count=1, prompt_counts=[2], demonstration_counts=[0, 1], positions=["start"],
+        datasets=[{"dataset": str(binary_dir), "test_size": 6, "label_words": WORDS2,
+                   "shots_per_class": 2}])
+    folders = study_module.run_study(study, log=lambda line: None)
+    assert [f.name for f in folders] == ["demonstration-k1-end", "prompt-k2",
+                                         "demonstration-k0-end", "demonstration-k1-start"]
+    paths = write_study_report(study)
+    assert {p.name for p in paths} == {"study.md", "study.csv", "study.png"}
+    assert (tmp_path / "out" / "study.csv").read_text().count("\n") == 5
