@@ -30,3 +30,16 @@ def all_registries() -> list[Registry]:
         getattr(importlib.import_module(loader_module), loader_name)()
         found.append(getattr(module, attribute))
     return found
+
+
+def registry_for(kind: str) -> Registry:
+    """The registry of a run-config section ("attack" -> data attacks, "tuning" -> strategies)."""
+    if kind == "attack":
+        from poisonlab.attacks import DATA_ATTACKS, load_all
+        load_all()
+        return DATA_ATTACKS
+    if kind == "tuning":
+        from poisonlab.tuning import TUNING_STRATEGIES, _load_all
+        _load_all()
+        return TUNING_STRATEGIES
+    raise KeyError(kind)

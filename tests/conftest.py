@@ -22,3 +22,11 @@ def research_data_dir() -> Path:
 def synthetic_dir(tmp_path: Path) -> Path:
     from synthetic import synthetic_splits, write_jsonl_split
     return write_jsonl_split(tmp_path / "synthetic", synthetic_splits())
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _one_torch_thread():
+    """Tiny models gain nothing from two threads and lose a lot when the cores are busy."""
+    import torch
+    torch.set_num_threads(1)
+    yield

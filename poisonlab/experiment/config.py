@@ -66,6 +66,18 @@ class RunConfig(StrictConfig):
     def _component(cls, value: Any, info: Any) -> Any:
         return component(value, info.field_name)
 
+    def resolved(self) -> dict[str, Any]:
+        """The config with every component's defaults filled in (what a run folder records)."""
+        from poisonlab.registries import registry_for
+        data = self.model_dump(mode="json")
+        for key in ("attack", "tuning"):
+            spec = getattr(self, key)
+            if spec is not None:
+                registry = registry_for(key)
+                values = registry.make_config(spec.name, spec.params).model_dump(mode="json")
+                data[key] = {"name": spec.name, **values}
+        return data
+
     @property
     def run_dir(self) -> Path:
         return Path(self.output_dir) / self.name

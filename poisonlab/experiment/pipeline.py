@@ -66,7 +66,7 @@ def run_experiment(config: RunConfig, *, force: bool = False, progress: bool = T
     started = time.time()
     dataset = load_dataset(config.data)
     attack = build_attack(config, dataset)
-    run.start(config.model_dump(mode="json"), config.seed)
+    run.start(config.resolved(), config.seed)
 
     train_set, report = dataset.train, None
     sets = EvaluationSets(dataset.test, [], None)

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
+
+from poisonlab.errors import ConfigError
 
 
 def _study(args: argparse.Namespace) -> int:
     from poisonlab.studies import load_study, run_study
-    study = load_study(args.config, list(args.set or []))
+    study = load_study(resolve_study_path(args.config), list(args.set or []))
     if args.output_dir:
         study.output_dir = args.output_dir
     run_study(study, force=args.force, progress=not args.quiet, only=args.only)
@@ -16,9 +19,24 @@ def _study(args: argparse.Namespace) -> int:
     return 0
 
 
+def resolve_study_path(name: str) -> Path:
+    """A study YAML path, or a bare study name looked up in ./studies (peft-susceptibility ->
+    studies/peft_susceptibility.yaml)."""
+    path = Path(name)
+    if path.suffix in (".yaml", ".yml") or path.exists():
+        return path
+    candidate = Path("studies") / f"{name.replace('-', '_')}.yaml"
+    if candidate.exists():
+        return candidate
+    known = sorted(p.stem.replace("_", "-") for p in Path("studies").glob("*.yaml"))
+    raise ConfigError(f"unknown study '{name}': not a YAML file, and not one of "
+                      f"{', '.join(known) or '(no studies/ folder here)'}")
+
+
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("study", help="run or resume a grid of runs (studies/*.yaml)")
-    parser.add_argument("config", help="study YAML (see studies/)")
+    parser.add_argument("config", help="study YAML, or a study name from ./studies "
+                        "(e.g. data-poisoning-sst2)")
     parser.add_argument("--set", action="append", metavar="KEY=VALUE",
                         help="override a study value, e.g. --set base.training.epochs=1")
     parser.add_argument("--output-dir", help="parent folder of the study folder")
