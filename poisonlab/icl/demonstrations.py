@@ -23,9 +23,11 @@ class Demonstration:
     poisoned: bool = False
 
     def with_text(self, text: str) -> "Demonstration":
+        """A poisoned copy with new text (the label never changes: attacks are clean-label)."""
         return replace(self, text=text, poisoned=True)
 
     def with_template(self, template: PromptTemplate) -> "Demonstration":
+        """A poisoned copy written with another template wording."""
         return replace(self, template=template, poisoned=True)
 
 

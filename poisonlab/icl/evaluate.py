@@ -112,7 +112,7 @@ class ICLEvaluator:
 
     def _check_label_prefix(self, queries: list[Demonstration]) -> None:
         # one scorer scores every query's label words with the same leading space
-        for q in queries[:1]:
-            if q.template.label_prefix != self.template.label_prefix:
-                raise ConfigError(f"template '{q.template.wording}' puts a different space before "
+        for template in {q.template for q in queries}:
+            if template.label_prefix != self.template.label_prefix:
+                raise ConfigError(f"template '{template.wording}' puts a different space before "
                                   f"{{label}} than '{self.template.wording}'")

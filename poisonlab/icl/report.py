@@ -59,6 +59,10 @@ def headline_table(rows: list[dict[str, Any]], study: StudyConfig) -> str:
 
 
 def ablation_table(rows: list[dict[str, Any]]) -> str:
+    """Every cell, grouped by data set, attack and trigger position, by number poisoned."""
+    datasets = list(dict.fromkeys(r["dataset"] for r in rows))
+    rows = sorted(rows, key=lambda r: (datasets.index(r["dataset"]), r["attack"],
+                                       r["position"] != "end", r["position"], r["poisoned"]))
     columns = ["dataset", "attack", "poisoned", "position", "CA attacked", "ASR baseline",
                "ASR attacked", "flip attacked", "margin shift"]
     shown = [{"dataset": r["dataset"], "attack": r["attack"], "poisoned": r["poisoned"],

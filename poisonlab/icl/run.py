@@ -122,26 +122,28 @@ class ICLExperiment:
         keep = sorted(random.Random(self.config.seed + 1).sample(range(len(test)), size))
         return [test[i] for i in keep]
 
-    def evaluate(self, attack: AttackSpec) -> ICLEvaluation:
+    def evaluate(self, attack: AttackSpec | ICLAttack) -> ICLEvaluation:
         if not hasattr(self, "evaluator_"):
             self.prepare()
-        return self.evaluator_.evaluate(self.demonstrations_, self.test_, build_icl_attack(attack))
+        if isinstance(attack, AttackSpec):
+            attack = build_icl_attack(attack)
+        return self.evaluator_.evaluate(self.demonstrations_, self.test_, attack)
 
     def run(self, run_dir: str | Path, attack: AttackSpec | None = None,
             force: bool = False) -> dict[str, Any]:
         """Evaluate `attack` (default: the config's) into `run_dir`; a finished folder is reused."""
-        attack = attack or self.config.attack
+        spec = attack or self.config.attack
         run = RunDir(run_dir)
         if run.finished() and not force:
             return run.read_metrics()
-        build_icl_attack(attack)  # a bad attack config fails before any model work
-        resolved = self.config.model_copy(update={"attack": attack}).model_dump(mode="json")
+        built = build_icl_attack(spec)  # a bad attack config fails before any model work
+        resolved = self.config.model_copy(update={"attack": spec}).model_dump(mode="json")
         run.start(resolved, self.config.seed)
-        result = self.evaluate(attack)
+        result = self.evaluate(built)
         run.write_predictions("predictions", result.prediction_rows())
         metrics = {"seed": self.config.seed, "model": self.config.model,
-                   "dataset": self.config.dataset, "attack": attack.name,
-                   "attack_config": build_icl_attack(attack).config.model_dump(mode="json"),
+                   "dataset": self.config.dataset, "attack": spec.name,
+                   "attack_config": built.config.model_dump(mode="json"),
                    "counts": result.counts, "poisoned_demonstrations": result.poisoned_indices,
                    **result.metrics}
         run.finish(metrics)
