@@ -24,6 +24,7 @@ class TextBatch:
     query_mask: torch.Tensor      # [R, L] query subwords (for the query embedding)
     word_pos: torch.Tensor        # [R, W] position of each word's first subword
     word_mask: torch.Tensor       # [R, W] word exists and fits in max_length
+    query_index: torch.Tensor     # [R] which query (entity type) the row asks
 
 
 @dataclass
@@ -82,7 +83,9 @@ class QueryEncoder:
             query_mask[r, 1:query_len + 1] = True
             word_pos[r, :len(positions)] = torch.tensor(positions, dtype=torch.long)
             word_mask[r, :len(positions)] = True
-        return TextBatch(input_ids, attention, token_type, query_mask, word_pos, word_mask)
+        query_index = torch.arange(len(self.query_ids)).repeat(len(tweets))
+        return TextBatch(input_ids, attention, token_type, query_mask, word_pos, word_mask,
+                         query_index)
 
     def targets(self, tweets: list[Tweet], max_span_words: int) -> SpanTargets:
         n_words = max(max(len(t.tokens) for t in tweets), 1)

@@ -39,6 +39,11 @@ def coordinate_map(size: int, device: torch.device) -> torch.Tensor:
     return torch.stack([x0, y0, x1, y1, (x0 + x1) / 2, (y0 + y1) / 2, inv, inv])
 
 
+def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    weights = mask.unsqueeze(-1).to(x.dtype)
+    return (x * weights).sum(1) / weights.sum(1).clamp(min=1)
+
+
 class SpanMatcher(nn.Module):
     """BERT-MRC's match head, concat(h_i, h_j) -> MLP, computed as A h_i + B h_j so only spans up
     to `max_span` words are scored (memory grows with words x max_span, not words squared)."""
@@ -77,15 +82,21 @@ class GroundingHead(nn.Module):
 
 
 class MnerQG(nn.Module):
-    def __init__(self, encoder: nn.Module, config: ModelConfig):
+    def __init__(self, encoder: nn.Module, config: ModelConfig, n_queries: int):
         super().__init__()
         self.config = config
         self.encoder = encoder
         hidden = encoder.config.hidden_size
+        # Word features see the query directly (its mean embedding plus a learned per-query vector,
+        # concat + MLP): the four queries share most words, and a small encoder separates them
+        # slowly through attention alone. The paper leaves the head design open.
+        self.query_embedding = nn.Embedding(n_queries, hidden)
+        nn.init.normal_(self.query_embedding.weight, std=encoder.config.initializer_range)
+        self.word_mlp = nn.Sequential(nn.Linear(2 * hidden, hidden), nn.GELU(), nn.LayerNorm(hidden))
         self.start_head = nn.Linear(hidden, 1)
         self.end_head = nn.Linear(hidden, 1)
         self.matcher = SpanMatcher(hidden, min(hidden, 256), config.max_span_words)
-        self.exists_head = nn.Linear(hidden, 1)
+        self.exists_head = nn.Sequential(nn.Linear(2 * hidden, hidden), nn.GELU(), nn.Linear(hidden, 1))
         if config.image:
             dim = config.fusion_dim
             self.cnn = SmallCNN(config.cnn_channels)
@@ -111,9 +122,12 @@ class MnerQG(nn.Module):
             projected = self.text_projection(hidden)
             fused_text, fused_maps = self.fusion(projected, text.attention_mask == 0, maps)
             hidden = hidden + self.back_projection(fused_text)
-            query_mask = text.query_mask.unsqueeze(-1).float()
-            query = (fused_text * query_mask).sum(1) / query_mask.sum(1).clamp(min=1)
+            query = masked_mean(fused_text, text.query_mask) + self.text_projection(
+                self.query_embedding(text.query_index))
             grounding = [self.grounding_head(m, query) for m in fused_maps]
         words = torch.gather(hidden, 1, text.word_pos.unsqueeze(-1).expand(-1, -1, hidden.shape[-1]))
+        query = masked_mean(hidden, text.query_mask) + self.query_embedding(text.query_index)
+        words = self.word_mlp(torch.cat([words, query.unsqueeze(1).expand_as(words)], dim=-1))
+        exists = self.exists_head(torch.cat([hidden[:, 0], query], dim=-1)).squeeze(-1)
         return MnerOutput(self.start_head(words).squeeze(-1), self.end_head(words).squeeze(-1),
-                          self.matcher(words), self.exists_head(hidden[:, 0]).squeeze(-1), grounding)
+                          self.matcher(words), exists, grounding)

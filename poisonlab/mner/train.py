@@ -1,0 +1,278 @@
+"""Train, evaluate and predict with MNER-QG; every run writes one folder:
+
+    config.yaml        resolved config (entity types filled in)
+    environment.json   versions, seed, device, threads
+    train_log.jsonl    loss per logging step
+    metrics.json       test (and valid) entity P/R/F1 per type and micro, grounding Acc@0.5, time
+    predictions.jsonl  per tweet: tokens, gold and predicted tags, spans, boxes
+    model.safetensors  all weights (encoder + CNN + heads)
+
+All writes are atomic. Same config and seed -> same metrics (CPU)."""
+
+from __future__ import annotations
+
+import json
+import math
+import platform
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+from tqdm import tqdm
+
+from poisonlab.errors import ConfigError
+from poisonlab.io import atomic_write, write_json, write_jsonl, write_text
+from poisonlab.mner.anchors import AnchorGrid
+from poisonlab.mner.config import MnerConfig
+from poisonlab.mner.conll import entity_types
+from poisonlab.mner.dataset import (MnerSplit, load_boxes, load_split, optional_path, read_conll,
+                                    resolve_folder, split_file)
+from poisonlab.mner.decoding import decode
+from poisonlab.mner.encoding import QueryEncoder, SpanTargets, TextBatch
+from poisonlab.mner.grounding import GroundingTargets, build_targets, predict_boxes
+from poisonlab.mner.images import normalise
+from poisonlab.mner.losses import mner_loss
+from poisonlab.mner.model import MnerQG
+from poisonlab.mner.queries import build_queries
+from poisonlab.mner.scorer import entity_scores, grounding_accuracy
+from poisonlab.mner.spans import spans_to_tags
+from poisonlab.models.loading import load_encoder
+
+METRICS_VERSION = "mner-entity-f1/conlleval-orphan-v1; acc@0.5/iou>0.5-any-gold-v1"
+
+
+@dataclass
+class Batch:
+    text: TextBatch
+    images: torch.Tensor | None
+    spans: SpanTargets
+    grounding: GroundingTargets | None
+
+
+@dataclass
+class Pipeline:
+    """Everything built from a config: model, query encoder, anchors, types."""
+
+    config: MnerConfig
+    model: MnerQG
+    encoder: QueryEncoder
+    grid: AnchorGrid
+    types: list[str]
+
+
+def build_pipeline(config: MnerConfig) -> Pipeline:
+    if not config.data.types:
+        raise ConfigError("data.types is empty: no entity types found")
+    loaded = load_encoder(config.model.encoder, seed=config.seed)
+    queries = build_queries(config.data.types, config.model.queries)
+    torch.manual_seed(config.seed)
+    model = MnerQG(loaded.model, config.model, len(queries))
+    encoder = QueryEncoder(loaded.tokenizer, queries, config.model.max_length)
+    return Pipeline(config, model, encoder, AnchorGrid(config.model.image_size), list(queries))
+
+
+def make_batch(pipe: Pipeline, split: MnerSplit, indices: list[int]) -> Batch:
+    tweets = [split.tweets[i] for i in indices]
+    cfg = pipe.config
+    text = pipe.encoder.encode(tweets)
+    spans = pipe.encoder.targets(tweets, cfg.model.max_span_words)
+    if not cfg.model.image:
+        return Batch(text, None, spans, None)
+    size = cfg.model.image_size
+    row_boxes: dict[int, tuple[torch.Tensor, float]] = {}
+    for b, i in enumerate(indices):
+        if split.sizes[i] is None:
+            continue  # placeholder image: its boxes cannot be trusted
+        width, height = split.sizes[i]
+        scale = torch.tensor([size / width, size / height, size / width, size / height])
+        for k, kind in enumerate(pipe.types):
+            record = split.boxes[i].get(kind)
+            if record is not None and record.boxes:
+                weight = 1.0 if record.source == "manual" else cfg.loss.weak_box_weight
+                row_boxes[b * len(pipe.types) + k] = (torch.tensor(record.boxes) * scale, weight)
+    return Batch(text, normalise(split.images[indices]), spans, build_targets(pipe.grid, row_boxes))
+
+
+def load_data(config: MnerConfig, splits: tuple[str, ...]) -> dict[str, MnerSplit]:
+    folder = resolve_folder(config.data.dir)
+    images = optional_path(folder, config.data.images)
+    if config.model.image and images is None:
+        raise ConfigError("model.image is true but data.images names no image folder; "
+                          "set model.image: false for text-only data")
+    boxes = load_boxes(folder, config.data.boxes) if config.model.image else {}
+    out = {}
+    for split in splits:
+        indices = None
+        if split == "train" and config.data.train_limit is not None:
+            n = len(read_conll(split_file(folder, split)))
+            order = torch.randperm(n, generator=torch.Generator().manual_seed(config.seed))
+            indices = sorted(order[:config.data.train_limit].tolist())
+        out[split] = load_split(split_file(folder, split), images if config.model.image else None,
+                                boxes, config.model.image_size, indices)
+    return out
+
+
+def _optimizer(pipe: Pipeline, total_steps: int) -> tuple[torch.optim.Optimizer, Any]:
+    cfg = pipe.config.train
+    encoder_params = list(pipe.model.encoder.parameters())
+    encoder_ids = {id(p) for p in encoder_params}
+    head_params = [p for p in pipe.model.parameters() if id(p) not in encoder_ids]
+    optimizer = torch.optim.AdamW([{"params": encoder_params, "lr": cfg.lr},
+                                   {"params": head_params, "lr": cfg.head_lr}],
+                                  weight_decay=cfg.weight_decay)
+    warmup = max(1, int(cfg.warmup * total_steps))
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        return max(0.0, (total_steps - step) / max(1, total_steps - warmup))
+    return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def fit(pipe: Pipeline, train: MnerSplit, log_path: Path | None = None) -> list[dict[str, float]]:
+    cfg = pipe.config
+    batch_size = cfg.train.batch_size
+    steps_per_epoch = math.ceil(len(train) / batch_size)
+    total_steps = max(1, math.ceil(cfg.train.epochs * steps_per_epoch))
+    optimizer, scheduler = _optimizer(pipe, total_steps)
+    generator = torch.Generator().manual_seed(cfg.seed)
+    torch.manual_seed(cfg.seed)
+    log: list[dict[str, float]] = []
+    pipe.model.train()
+    order: list[int] = []
+    for step in tqdm(range(total_steps), desc="mner train", mininterval=10, ascii=True):
+        if step % steps_per_epoch == 0:
+            order = torch.randperm(len(train), generator=generator).tolist()
+        offset = (step % steps_per_epoch) * batch_size
+        batch = make_batch(pipe, train, order[offset:offset + batch_size])
+        output = pipe.model(batch.text, batch.images)
+        losses = mner_loss(output, batch.spans, batch.text.word_mask, batch.grounding, cfg.loss)
+        optimizer.zero_grad()
+        losses["total"].backward()
+        torch.nn.utils.clip_grad_norm_(pipe.model.parameters(), cfg.train.grad_clip)
+        optimizer.step()
+        scheduler.step()
+        if step % 20 == 0 or step == total_steps - 1:
+            log.append({"step": step, **{k: round(v.item(), 5) for k, v in losses.items()}})
+    pipe.model.eval()
+    if log_path is not None:
+        write_jsonl(log_path, log)
+    return log
+
+
+@torch.no_grad()
+def predict(pipe: Pipeline, split: MnerSplit) -> list[dict[str, Any]]:
+    """Per tweet: predicted spans and, with the image branch, one box per type (original pixels)."""
+    cfg = pipe.config
+    pipe.model.eval()
+    results = []
+    size = cfg.model.image_size
+    for first in range(0, len(split), cfg.train.eval_batch_size):
+        indices = list(range(first, min(first + cfg.train.eval_batch_size, len(split))))
+        batch = make_batch(pipe, split, indices)
+        out = pipe.model(batch.text, batch.images)
+        spans = decode(out.start.sigmoid(), out.end.sigmoid(), out.match.sigmoid(),
+                       out.exists.sigmoid(), batch.text.word_mask, pipe.types,
+                       cfg.decode.threshold, cfg.decode.existence_threshold)
+        boxes = predict_boxes(pipe.grid, out.grounding) if out.grounding is not None else None
+        for b, i in enumerate(indices):
+            row: dict[str, Any] = {"spans": spans[b]}
+            if boxes is not None:
+                width, height = split.sizes[i] or (size, size)
+                scale = torch.tensor([width / size, height / size, width / size, height / size])
+                k = len(pipe.types)
+                row["boxes"] = {kind: (boxes[b * k + t] * scale).tolist()
+                                for t, kind in enumerate(pipe.types)}
+            results.append(row)
+    return results
+
+
+def evaluate(pipe: Pipeline, split: MnerSplit, predictions: list[dict[str, Any]]) -> dict[str, Any]:
+    gold = [[s for s in t.spans if s.type in pipe.types] for t in split.tweets]
+    metrics: dict[str, Any] = {"entities": entity_scores(gold, [p["spans"] for p in predictions])}
+    if pipe.config.model.image:
+        pred_boxes, gold_boxes = [], []
+        for i, p in enumerate(predictions):
+            for kind, record in split.boxes[i].items():
+                if kind in p["boxes"] and record.boxes and split.sizes[i] is not None:
+                    pred_boxes.append(torch.tensor(p["boxes"][kind]))
+                    gold_boxes.append(torch.tensor(record.boxes))
+        metrics["grounding"] = grounding_accuracy(pred_boxes, gold_boxes)
+    return metrics
+
+
+def prediction_rows(split: MnerSplit, predictions: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [{"img_id": t.img_id, "tokens": t.tokens, "gold": t.tags,
+             "pred": spans_to_tags(p["spans"], len(t.tokens)),
+             "spans": [list(s) for s in p["spans"]], **({"boxes": p["boxes"]} if "boxes" in p else {})}
+            for t, p in zip(split.tweets, predictions)]
+
+
+def save_model(pipe: Pipeline, path: Path) -> None:
+    from safetensors.torch import save_file
+    state = {k: v.contiguous() for k, v in pipe.model.state_dict().items()}
+    atomic_write(path, lambda p: save_file(state, str(p), metadata={"format": "pt"}))
+
+
+def load_run(run_dir: str | Path) -> Pipeline:
+    from safetensors.torch import load_file
+    run_dir = Path(run_dir)
+    for name in ("config.yaml", "model.safetensors"):
+        if not (run_dir / name).is_file():
+            raise ConfigError(f"{run_dir} is not an MNER run folder (no {name})")
+    config = MnerConfig.model_validate(yaml.safe_load((run_dir / "config.yaml").read_text()))
+    pipe = build_pipeline(config)
+    pipe.model.load_state_dict(load_file(str(run_dir / "model.safetensors")))
+    pipe.model.eval()
+    return pipe
+
+
+def environment(config: MnerConfig) -> dict[str, Any]:
+    import transformers
+    return {"python": platform.python_version(), "torch": torch.__version__,
+            "transformers": transformers.__version__, "device": "cpu",
+            "threads": torch.get_num_threads(), "seed": config.seed,
+            "metrics_version": METRICS_VERSION}
+
+
+def run_training(config: MnerConfig, out_dir: str | Path, eval_splits: tuple[str, ...] = ("test",)
+                 ) -> dict[str, Any]:
+    """Train on `train`, evaluate on `eval_splits`, write the run folder; returns metrics."""
+    out_dir = Path(out_dir)
+    begin = time.time()
+    data = load_data(config, ("train", *eval_splits))
+    if config.data.types is None:
+        config = config.model_copy(deep=True)
+        config.data.types = entity_types(data["train"].tweets)
+    pipe = build_pipeline(config)
+    write_text(out_dir / "config.yaml", yaml.safe_dump(config.model_dump(), sort_keys=False))
+    write_json(out_dir / "environment.json", environment(config))
+    fit(pipe, data["train"], out_dir / "train_log.jsonl")
+    train_seconds = time.time() - begin
+    save_model(pipe, out_dir / "model.safetensors")
+    metrics: dict[str, Any] = {"metrics_version": METRICS_VERSION, "seed": config.seed,
+                               "train_tweets": len(data["train"]), "epochs": config.train.epochs,
+                               "train_seconds": round(train_seconds, 1)}
+    for split in eval_splits:
+        predictions = predict(pipe, data[split])
+        metrics[split] = evaluate(pipe, data[split], predictions)
+        write_jsonl(out_dir / f"predictions_{split}.jsonl", prediction_rows(data[split], predictions))
+    metrics["total_seconds"] = round(time.time() - begin, 1)
+    write_json(out_dir / "metrics.json", metrics)
+    return metrics
+
+
+def run_eval(run_dir: str | Path, split: str = "test", out_dir: str | Path | None = None
+             ) -> dict[str, Any]:
+    """Evaluate a trained run folder on one split; writes metrics_<split>.json there (or out_dir)."""
+    pipe = load_run(run_dir)
+    data = load_data(pipe.config, (split,))
+    predictions = predict(pipe, data[split])
+    metrics = {"metrics_version": METRICS_VERSION, split: evaluate(pipe, data[split], predictions)}
+    target = Path(out_dir or run_dir)
+    write_json(target / f"metrics_{split}.json", metrics)
+    write_jsonl(target / f"predictions_{split}.jsonl", prediction_rows(data[split], predictions))
+    return metrics
