@@ -1,0 +1,89 @@
+"""The repair-defense contract: take a suspect model and the defender's clean data, return a
+repaired model that is evaluated like any victim (CA and ASR through the shared evaluation code).
+
+Detection defenses (flag inputs at inference) live in `base.py`; this module is the other half of
+the defenses package. A repair's typed config always carries the PEFT strategy it trains with
+(`tuning`) and the training settings (`training`), so every repair of a study can share them.
+`repair` wraps the suspect in place (peft injects adapter layers into the module it is given):
+restore a fresh copy of the suspect for each repair."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Sequence
+
+import torch
+from pydantic import Field, field_validator
+
+from poisonlab.config import StrictConfig
+from poisonlab.data import Example
+from poisonlab.models import LoadedModel
+from poisonlab.registry import Registry
+from poisonlab.training import TrainingConfig
+from poisonlab.tuning import TUNING_STRATEGIES, TuningStrategy, _load_all as load_strategies
+
+
+def _component(value: Any) -> Any:
+    from poisonlab.experiment.config import component
+    return component(value, "tuning")
+
+
+class RepairConfig(StrictConfig):
+    """Options shared by every repair: the PEFT strategy the defender trains and how."""
+
+    tuning: Any = Field(
+        default_factory=lambda: {"name": "lora", "r": 8, "alpha": 16},
+        description="PEFT strategy of the repair, {name: <strategy>, <field>: <value>}")
+    training: TrainingConfig = Field(
+        default_factory=lambda: TrainingConfig(epochs=2, learning_rate=2e-4, max_length=64),
+        description="training settings of the repair's fine-tuning")
+
+    @field_validator("tuning", mode="before")
+    @classmethod
+    def _tuning(cls, value: Any) -> Any:
+        spec = _component(value)
+        load_strategies()
+        TUNING_STRATEGIES.make_config(spec.name, spec.params, where=f"tuning '{spec.name}'")
+        return spec
+
+
+@dataclass
+class RepairedModel:
+    """What a repair returns: a model ready for inference and the tensors it changed."""
+
+    model: torch.nn.Module
+    tokenizer: Any
+    trained_state: dict[str, torch.Tensor]
+    history: list[dict[str, float]] = field(default_factory=list)
+
+
+class RepairDefense(ABC):
+    name: ClassVar[str]
+    config_class: ClassVar[type[RepairConfig]]
+
+    def __init__(self, config: RepairConfig):
+        self.config = config
+
+    @abstractmethod
+    def repair(self, suspect: LoadedModel, clean_train: Sequence[Example], *,
+               progress: bool = False) -> RepairedModel:
+        """Return the repaired model; `suspect.model` is modified in place."""
+
+    def build_tuning(self) -> TuningStrategy:
+        return self.config.tuning.build(TUNING_STRATEGIES, where=f"repair '{self.name}'")
+
+    def wrap(self, suspect: LoadedModel) -> tuple[TuningStrategy, torch.nn.Module]:
+        """The suspect with this repair's PEFT strategy applied (base weights frozen)."""
+        strategy = self.build_tuning()
+        torch.manual_seed(self.config.training.seed)
+        return strategy, strategy.apply(suspect)
+
+
+REPAIRS: Registry[RepairDefense] = Registry("repair defense")
+
+
+def build_repair(name: str, values: dict | None = None) -> RepairDefense:
+    from poisonlab.defenses import load_all
+    load_all()
+    return REPAIRS.build(name, values)
