@@ -1,0 +1,139 @@
+"""The detection contract: a detector scores inputs (higher = more suspicious) and flags those
+above a threshold; flagged inputs are rejected, the rest go to the victim (purified first by
+detectors that purify, such as ONION).
+
+A detector's constructor stores its typed config; `fit(suspect, clean_train, clean_dev)` learns
+what it needs from what a defender holds and sets the threshold: the config's `threshold` when
+given, otherwise `calibrate` on clean data (the dev set, else the training set) to the config's
+`target_frr`. Calibration lives here only. Repair defenses (which return a cleaned model) have
+their own contract in repair_base.py."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, ClassVar, Sequence
+
+import numpy as np
+import torch
+from pydantic import Field
+
+from poisonlab.config import StrictConfig
+from poisonlab.data import Example
+from poisonlab.models import LoadedModel, load_classifier
+from poisonlab.registry import Registry
+from poisonlab.training import predict_logits
+
+
+class DetectorConfig(StrictConfig):
+    """Options shared by every detector."""
+
+    threshold: float | None = Field(
+        None, description="flag inputs whose score exceeds this; null: calibrate on clean data")
+    target_frr: float = Field(0.05, gt=0, lt=1, description="when calibrating: the largest "
+                                                            "share of clean inputs flagged")
+    seed: int = Field(0, description="seeds everything random in the detector")
+
+
+@dataclass
+class SuspectModel:
+    """What a defender holds: the deployed victim and the (possibly poisoned) weights it was
+    tuned from, which defenses such as PSIM build on."""
+
+    victim: torch.nn.Module
+    tokenizer: Any
+    num_labels: int
+    load_weights: Callable[[], LoadedModel]  # a fresh copy of the suspect weights
+    max_length: int = 128
+    batch_size: int = 64
+
+    def predict_logits(self, texts: Sequence[str]) -> np.ndarray:
+        return predict_logits(self.victim, self.tokenizer, list(texts),
+                              batch_size=self.batch_size, max_length=self.max_length)
+
+    @classmethod
+    def from_run(cls, run_dir: str | Path, **kwargs: Any) -> "SuspectModel":
+        """The trained model of a run folder; its base model (`model.name`) is the suspect
+        weights, i.e. the released checkpoint in the weight-poisoning threat model."""
+        from poisonlab.experiment.restore import restore_run
+        run = restore_run(run_dir)
+        num_labels = run.model.config.num_labels
+        model = run.config.model
+        return cls(run.model, run.loaded.tokenizer, num_labels,
+                   lambda: load_classifier(model.name, num_labels, seed=run.config.seed,
+                                           allow_pickle=model.allow_pickle,
+                                           trust_remote_code=model.trust_remote_code),
+                   max_length=run.config.training.max_length, **kwargs)
+
+    @classmethod
+    def from_released(cls, name: str, num_labels: int = 2, **kwargs: Any) -> "SuspectModel":
+        """A released classifier used as is: it is both the victim and the suspect weights."""
+        loaded = load_classifier(name, num_labels)
+        return cls(loaded.model, loaded.tokenizer, num_labels,
+                   lambda: load_classifier(name, num_labels), **kwargs)
+
+
+class Detector(ABC):
+    name: ClassVar[str]
+    config_class: ClassVar[type[DetectorConfig]]
+
+    def __init__(self, config: DetectorConfig):
+        self.config = config
+
+    def fit(self, suspect: SuspectModel, clean_train: Sequence[Example],
+            clean_dev: Sequence[Example] | None = None) -> "Detector":
+        """Learn from the defender's data, then set the threshold (fixed or calibrated)."""
+        self.suspect_ = suspect
+        self._fit(suspect, list(clean_train))
+        if self.config.threshold is not None:
+            self.threshold_ = float(self.config.threshold)
+            self.calibration_: dict[str, Any] = {"threshold": self.threshold_, "fixed": True}
+        else:
+            held_out = clean_dev if clean_dev else clean_train
+            self.calibrate([e.text for e in held_out], self.config.target_frr)
+        return self
+
+    def _fit(self, suspect: SuspectModel, clean_train: list[Example]) -> None:
+        """Detector-specific learning (default: nothing to learn)."""
+
+    @abstractmethod
+    def score(self, texts: Sequence[str]) -> np.ndarray:
+        """One suspicion score per text; higher means more likely poisoned."""
+
+    def flag(self, texts: Sequence[str]) -> np.ndarray:
+        return self.score(texts) > self.threshold_
+
+    def purify(self, texts: Sequence[str]) -> list[str]:
+        """The texts the victim sees (unchanged unless the detector purifies)."""
+        return list(texts)
+
+    def calibrate(self, clean_texts: Sequence[str], target_frr: float) -> "Detector":
+        """Set the threshold so that at most `target_frr` of these clean texts are flagged.
+
+        The threshold is the (k+1)-th highest clean score with k = floor(target_frr * n); flags
+        are strictly above it, so ties can only lower the clean flag rate."""
+        scores = np.sort(np.asarray(self.score(clean_texts), dtype=float))[::-1]
+        if len(scores) == 0:
+            raise ValueError("calibration needs at least one clean text")
+        allowed = int(np.floor(target_frr * len(scores) + 1e-9))
+        self.threshold_ = float(scores[min(allowed, len(scores) - 1)])
+        self.calibration_ = {"threshold": self.threshold_, "fixed": False,
+                             "target_frr": target_frr, "texts": len(scores),
+                             "clean_frr": float((scores > self.threshold_).mean())}
+        return self
+
+    def defend(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(victim predictions, -1 where rejected; flags; scores): flagged inputs are rejected,
+        the others are purified and classified in one batched pass."""
+        scores = np.asarray(self.score(texts), dtype=float)
+        flags = scores > self.threshold_
+        predictions = np.full(len(texts), -1, dtype=np.int64)
+        kept = np.flatnonzero(~flags)
+        if len(kept):
+            purified = self.purify([texts[i] for i in kept])
+            predictions[kept] = self.suspect_.predict_logits(purified).argmax(-1)
+        return predictions, flags, scores
+
+
+DETECTORS: Registry[Detector] = Registry("detection defense")

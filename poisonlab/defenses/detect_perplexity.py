@@ -1,0 +1,187 @@
+"""Leave-one-word-out perplexity under a causal LM: ONION's word suspicion scores, batched.
+
+For a text of n words, ONION needs the perplexity of the text and of the n texts with one word
+removed. The variant without word i shares its token prefix with the full text up to that word,
+so the full text runs once with its key/value cache kept and each variant only runs its suffix,
+attending to the cached prefix. Variants of many texts go into one forward pass: each row gets
+its own text's cache, right-padded, with the padding masked out. Texts are bucketed by length.
+`naive_suspicion` is the one-forward-per-variant reference the tests and the benchmark compare to.
+
+Sequences start with the LM's BOS token (EOS where it has none) so every word is predicted; texts
+are truncated to `max_length` tokens. Not a registered component (ONION in onion.py uses it)."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from poisonlab.models import LoadedModel
+
+
+def leave_one_out(words: Sequence[str]) -> list[str]:
+    return [" ".join(words[:i] + words[i + 1:]) for i in range(len(words))]
+
+
+def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
+    n = min(len(a), len(b))
+    for i in range(n):
+        if a[i] != b[i]:
+            return i
+    return n
+
+
+class LeaveOneOutPerplexity:
+    """Word suspicion = perplexity(text) - perplexity(text without the word), memoised per text
+    (the scores depend only on the text, so victims that share test sets share the work)."""
+
+    def __init__(self, lm: LoadedModel, *, max_length: int = 128, batch_tokens: int = 4096):
+        self.lm = lm
+        self.max_length = max_length
+        self.batch_tokens = batch_tokens
+        tokenizer = lm.tokenizer
+        start = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else (
+            tokenizer.eos_token_id)
+        self.start_id = int(start if start is not None else 0)
+        self.pad_id = int(tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0)
+        self._memo: dict[str, np.ndarray] = {}
+
+    def encode(self, texts: Sequence[str]) -> list[list[int]]:
+        ids = self.lm.tokenizer(list(texts), add_special_tokens=False)["input_ids"] if texts else []
+        return [[self.start_id] + seq[:self.max_length - 1] for seq in ids]
+
+    def suspicion(self, texts: Sequence[str]) -> list[np.ndarray]:
+        """Per text, one suspicion score per whitespace word (0 for a one-word text)."""
+        todo = list(dict.fromkeys(t for t in texts if t not in self._memo))
+        if todo:
+            self._score(todo)
+        return [self._memo[t] for t in texts]
+
+    @torch.no_grad()
+    def _score(self, texts: list[str]) -> None:
+        model = self.lm.model.eval()
+        full_ids = self.encode(texts)
+        order = sorted(range(len(texts)), key=lambda i: len(full_ids[i]))
+        start = 0
+        while start < len(order):
+            width = len(full_ids[order[start]])
+            end = start + 1
+            # a bucket: texts of similar length, up to batch_tokens padded tokens
+            while end < len(order) and (end - start + 1) * len(full_ids[order[end]]) <= max(
+                    self.batch_tokens, width):
+                end += 1
+            self._score_bucket(model, [texts[i] for i in order[start:end]],
+                               [full_ids[i] for i in order[start:end]])
+            start = end
+
+    def _score_bucket(self, model: torch.nn.Module, texts: list[str],
+                      full_ids: list[list[int]]) -> None:
+        batch = _right_padded(full_ids, self.pad_id)
+        out = model(**batch, use_cache=True)
+        token_nll = _token_nll(out.logits, batch["input_ids"])  # [B, L-1]
+        cache = out.cache
+        keys = [layer.keys for layer in cache.layers]
+        values = [layer.values for layer in cache.layers]
+        full_nll = [float(token_nll[b, :len(ids) - 1].sum()) for b, ids in enumerate(full_ids)]
+        prefix_sums = torch.cat([token_nll.new_zeros(len(texts), 1), token_nll.cumsum(1)], dim=1)
+
+        # every variant: (text row, cached prefix length, suffix inputs, suffix targets,
+        # NLL of the tokens the full text already predicted)
+        word_lists = [t.split() for t in texts]
+        variant_texts = [v for words in word_lists if len(words) > 1 for v in leave_one_out(words)]
+        variant_ids = iter(self.encode(variant_texts))
+        variants: list[tuple[int, int, list[int], list[int], float]] = []
+        owners: list[tuple[int, int]] = []
+        for row, words in enumerate(word_lists):
+            if len(words) <= 1:
+                continue
+            for word in range(len(words)):
+                ids = next(variant_ids)
+                shared = _common_prefix(ids, full_ids[row])  # >= 1: the start token
+                # the suffix re-feeds token shared-1, whose output predicts the first new token
+                variants.append((row, shared - 1, ids[shared - 1:-1], ids[shared:],
+                                 float(prefix_sums[row, shared - 1])))
+                owners.append((row, len(ids) - 1))
+        nll = [v[4] for v in variants]
+        run = sorted((k for k, v in enumerate(variants) if v[2]),
+                     key=lambda k: (len(variants[k][2]), variants[k][1]))
+        start = 0
+        while start < len(run):
+            end = start + 1
+            while end < len(run) and (end - start + 1) * (
+                    len(variants[run[end]][2]) + variants[run[end]][1]) <= self.batch_tokens:
+                end += 1
+            chunk = run[start:end]
+            suffix = self._suffix_nll(model, [variants[k] for k in chunk], keys, values)
+            for k, value in zip(chunk, suffix):
+                nll[k] += value
+            start = end
+
+        scores: list[list[float]] = [[] for _ in texts]
+        for (row, predicted), value in zip(owners, nll):
+            scores[row].append(np.exp(full_nll[row] / max(len(full_ids[row]) - 1, 1))
+                               - np.exp(value / predicted))
+        for row, text in enumerate(texts):
+            self._memo[text] = np.asarray(scores[row] if len(word_lists[row]) > 1 else
+                                          [0.0] * len(word_lists[row]), dtype=np.float64)
+
+    def _suffix_nll(self, model: torch.nn.Module,
+                    chunk: list[tuple[int, int, list[int], list[int], float]],
+                    keys: list[torch.Tensor], values: list[torch.Tensor]) -> list[float]:
+        """Summed NLL of each variant's suffix, attending to its own text's cached prefix."""
+        from transformers import DynamicCache
+        rows = torch.tensor([v[0] for v in chunk])
+        prefix_len = torch.tensor([v[1] for v in chunk])
+        suffix_len = torch.tensor([len(v[2]) for v in chunk])
+        width_prefix, width_suffix = int(prefix_len.max()), int(suffix_len.max())
+        cache = DynamicCache(ddp_cache_data=[
+            (k.index_select(0, rows)[:, :, :width_prefix],
+             v.index_select(0, rows)[:, :, :width_prefix]) for k, v in zip(keys, values)])
+        batch = _right_padded([v[2] for v in chunk], self.pad_id)
+        prefix_mask = (torch.arange(width_prefix) < prefix_len[:, None]).long()
+        mask = torch.cat([prefix_mask, batch["attention_mask"]], dim=1)
+        positions = prefix_len[:, None] + torch.arange(width_suffix)
+        # the causal mask counts query positions from the cache length (width_prefix), so the
+        # padded holes only need masking; position_ids carry each row's true positions (RoPE)
+        logits = model(input_ids=batch["input_ids"], attention_mask=mask, position_ids=positions,
+                       cache=cache, use_cache=True).logits
+        target_ids = _right_padded([v[3] for v in chunk], self.pad_id)["input_ids"]
+        logp = torch.log_softmax(logits.float(), dim=-1)
+        nll = -logp.gather(-1, target_ids.unsqueeze(-1)).squeeze(-1)
+        valid = torch.arange(width_suffix) < suffix_len[:, None]
+        return (nll * valid).sum(1).tolist()
+
+
+def _right_padded(ids: Sequence[Sequence[int]], pad_id: int) -> dict[str, torch.Tensor]:
+    from poisonlab.training.trainer import collate
+    return collate(ids, pad_id)
+
+
+def _token_nll(logits: torch.Tensor, input_ids: torch.Tensor) -> torch.Tensor:
+    """NLL of token t+1 given tokens <= t, per row (padding positions hold garbage)."""
+    logp = torch.log_softmax(logits[:, :-1].float(), dim=-1)
+    return -logp.gather(-1, input_ids[:, 1:].unsqueeze(-1)).squeeze(-1)
+
+
+@torch.no_grad()
+def naive_suspicion(scorer: LeaveOneOutPerplexity, texts: Sequence[str]) -> list[np.ndarray]:
+    """The reference computation: one forward pass (batch size 1) per text and per variant."""
+    model = scorer.lm.model.eval()
+
+    def perplexity(ids: list[int]) -> float:
+        input_ids = torch.tensor([ids])
+        nll = _token_nll(model(input_ids=input_ids).logits, input_ids)
+        return float(torch.exp(nll.mean()))
+
+    out = []
+    for text in texts:
+        words = text.split()
+        if len(words) <= 1:
+            out.append(np.zeros(len(words)))
+            continue
+        base = perplexity(scorer.encode([text])[0])
+        out.append(np.asarray([base - perplexity(ids)
+                               for ids in scorer.encode(leave_one_out(words))]))
+    return out
+

@@ -1,0 +1,219 @@
+"""Evaluate a detection defense on a victim and write a defense result folder.
+
+Metrics (all from poisonlab.metrics): CA and ASR without the defense and after it (a flagged
+input is rejected: an error in CA, not a success in ASR), FRR, FAR and AUROC of the scores.
+A result folder holds config.yaml, environment.json, scores.jsonl (per input: score, flag,
+predictions with and without the defense), histogram.png and metrics.json (written last)."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+from pydantic import Field, field_validator
+
+from poisonlab.config import StrictConfig
+from poisonlab.data import DataConfig, Example, load_dataset
+from poisonlab.defenses.base import DETECTORS, Detector, SuspectModel
+from poisonlab.errors import ConfigError
+from poisonlab.experiment.config import ComponentSpec, component
+from poisonlab.experiment.rundir import RunDir
+from poisonlab.io import atomic_write
+from poisonlab.metrics import (attack_success_rate, auroc, clean_accuracy, false_acceptance_rate,
+                               false_rejection_rate)
+from poisonlab.registry import validate_config
+
+
+class DetectionConfig(StrictConfig):
+    name: str = Field("defense", description="result folder name under output_dir")
+    victim: str = Field(description="a finished run folder with saved weights, or a released "
+                                    "classifier (builtin name, folder or Hub id) used as is")
+    defense: ComponentSpec = Field(description="detector: {name: psim|onion|strip, ...config}")
+    data: dict[str, Any] = Field(
+        default_factory=dict, description="data config; for a run folder, fields merged over "
+                                          "the run's data config (e.g. test_size)")
+    attack: ComponentSpec | None = Field(
+        None, description="data-poisoning attack whose trigger makes the poisoned test set; "
+                          "null: the run's attack")
+    num_labels: int = Field(2, ge=2, description="labels of a released classifier")
+    seed: int = Field(0, description="seed recorded with the results (components have their own)")
+    output_dir: str = Field("defenses")
+
+    @field_validator("defense", "attack", mode="before")
+    @classmethod
+    def _component(cls, value: Any, info: Any) -> Any:
+        return component(value, info.field_name)
+
+    @property
+    def result_dir(self) -> Path:
+        return Path(self.output_dir) / self.name
+
+    def resolved(self) -> dict[str, Any]:
+        from poisonlab.defenses import load_all
+        load_all()
+        data = self.model_dump(mode="json")
+        values = DETECTORS.make_config(self.defense.name, self.defense.params)
+        data["defense"] = {"name": self.defense.name, **values.model_dump(mode="json")}
+        return data
+
+
+def evaluate_detector(detector: Detector, clean_test: Sequence[Example],
+                      poisoned_test: Sequence[Example], target_label: int
+                      ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Metrics of a fitted detector, and one row per test input (for scores.jsonl)."""
+    suspect = detector.suspect_
+    sets = {"clean": list(clean_test), "poisoned": list(poisoned_test)}
+    out: dict[str, dict[str, np.ndarray]] = {}
+    started = time.time()
+    for split, examples in sets.items():
+        texts = [e.text for e in examples]
+        predictions, flags, scores = detector.defend(texts)
+        out[split] = {"defended": predictions, "flags": flags, "scores": scores}
+    defend_seconds = time.time() - started
+    for split, examples in sets.items():
+        out[split]["undefended"] = suspect.predict_logits([e.text for e in examples]).argmax(-1)
+    gold = {split: [e.label for e in examples] for split, examples in sets.items()}
+    clean, poisoned = out["clean"], out["poisoned"]
+    metrics = {
+        "clean_accuracy_no_defense": clean_accuracy(clean["undefended"], gold["clean"]),
+        "attack_success_rate_no_defense": attack_success_rate(
+            poisoned["undefended"], gold["poisoned"], target_label),
+        "clean_accuracy": clean_accuracy(clean["defended"], gold["clean"],
+                                         rejected=clean["flags"]),
+        "attack_success_rate": attack_success_rate(poisoned["defended"], gold["poisoned"],
+                                                   target_label, rejected=poisoned["flags"]),
+        "false_rejection_rate": false_rejection_rate(clean["flags"]),
+        "false_acceptance_rate": false_acceptance_rate(poisoned["flags"]),
+        "auroc": auroc(clean["scores"], poisoned["scores"]),
+        "threshold": detector.threshold_, "calibration": detector.calibration_,
+        "target_label": target_label,
+        "sizes": {"clean_test": len(sets["clean"]), "poisoned_test": len(sets["poisoned"])},
+        "defend_seconds": round(defend_seconds, 2),
+        "inputs_per_second": round(sum(map(len, sets.values())) / max(defend_seconds, 1e-9), 2)}
+    metrics["clean_accuracy_loss"] = (metrics["clean_accuracy_no_defense"]
+                                      - metrics["clean_accuracy"])
+    rows = [{"split": split, "text": e.text, "label": e.label,
+             "score": float(out[split]["scores"][i]), "flagged": bool(out[split]["flags"][i]),
+             "prediction": int(out[split]["defended"][i]),
+             "prediction_no_defense": int(out[split]["undefended"][i])}
+            for split, examples in sets.items() for i, e in enumerate(examples)]
+    return metrics, rows
+
+
+def _victim_and_data(config: DetectionConfig) -> tuple[SuspectModel, DataConfig,
+                                                        ComponentSpec | None]:
+    victim = Path(config.victim)
+    if (victim / "config.yaml").exists() and (victim / "metrics.json").exists():
+        suspect = SuspectModel.from_run(victim)
+        import yaml
+        run = yaml.safe_load((victim / "config.yaml").read_text(encoding="utf-8"))
+        data = validate_config(DataConfig, {**run["data"], **config.data},
+                               where=f"{victim}/config.yaml: data")
+        attack = config.attack or component(run.get("attack"), "attack")
+        return suspect, data, attack
+    if "name" not in config.data:
+        raise ConfigError(f"defense '{config.name}': field 'data': a released model needs a data "
+                          "config with a name (e.g. {name: sst2})")
+    return (SuspectModel.from_released(config.victim, config.num_labels),
+            validate_config(DataConfig, config.data, where="data"), config.attack)
+
+
+def run_detection(config: DetectionConfig, *, force: bool = False,
+                  progress: bool = False) -> dict[str, Any]:
+    """Fit the detector on the defender's clean data, evaluate it, write the result folder."""
+    from poisonlab.attacks import DATA_ATTACKS, load_all as load_attacks
+    from poisonlab.defenses import load_all as load_defenses
+    result = RunDir(config.result_dir)
+    if result.finished() and not force:
+        return result.read_metrics()
+    load_defenses()
+    load_attacks()
+    detector = config.defense.build(DETECTORS, where=f"defense '{config.defense.name}'")
+    suspect, data_config, attack_spec = _victim_and_data(config)
+    if attack_spec is None:
+        raise ConfigError(f"defense '{config.name}': field 'attack': the run has no attack; "
+                          "name the trigger to evaluate (e.g. {name: badnet, target_label: 1})")
+    attack = attack_spec.build(DATA_ATTACKS, where=f"attack '{attack_spec.name}'")
+    dataset = load_dataset(data_config)
+    attack.check_labels(dataset.num_labels)
+    attack.prepare(dataset)
+    poisoned_test, _ = attack.poisoned_test(dataset.test)
+    result.start({**config.resolved(), "data": data_config.model_dump(mode="json"),
+                  "attack": {"name": attack_spec.name, **attack.config.model_dump(mode="json")}},
+                 config.seed)
+    started = time.time()
+    detector.fit(suspect, dataset.train, dataset.dev or None)
+    fit_seconds = time.time() - started
+    result.log(f"fitted {config.defense.name} in {fit_seconds:.1f}s; threshold "
+               f"{detector.threshold_:.4g}")
+    metrics, rows = evaluate_detector(detector, dataset.test, poisoned_test,
+                                      attack.config.target_label)
+    result.write_predictions("scores", rows)
+    plot_histogram(rows, metrics["threshold"], f"{config.name}: {config.defense.name}",
+                   result.path / "histogram.png")
+    metrics.update({"seed": config.seed, "defense": config.defense.name,
+                    "victim": config.victim, "dataset": dataset.name,
+                    "attack": attack_spec.name, "fit_seconds": round(fit_seconds, 2),
+                    "sizes": {**metrics["sizes"], "defender_train": len(dataset.train),
+                              "defender_dev": len(dataset.dev)}})
+    result.finish(metrics)
+    return result.read_metrics()
+
+
+def load_scores(result_dir: str | Path) -> list[dict[str, Any]]:
+    path = Path(result_dir) / "scores.jsonl"
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line]
+
+
+def _draw_histogram(ax: Any, rows: Sequence[dict[str, Any]], threshold: float,
+                    title: str) -> None:
+    clean = [r["score"] for r in rows if r["split"] == "clean"]
+    poisoned = [r["score"] for r in rows if r["split"] == "poisoned"]
+    values = np.asarray(clean + poisoned, dtype=float)
+    bins = np.linspace(values.min(), values.max() + 1e-9, 31) if len(values) else 10
+    ax.hist(clean, bins=bins, alpha=0.6, label=f"clean (n={len(clean)})", color="tab:blue")
+    ax.hist(poisoned, bins=bins, alpha=0.6, label=f"poisoned (n={len(poisoned)})",
+            color="tab:red")
+    if np.isfinite(threshold):
+        ax.axvline(threshold, color="black", linestyle="--", label=f"threshold {threshold:.3g}")
+    ax.set_title(title, fontsize=8)
+    ax.set_xlabel("score (higher = more suspicious)", fontsize=7)
+    ax.legend(fontsize=6)
+
+
+def plot_histogram(rows: Sequence[dict[str, Any]], threshold: float, title: str,
+                   path: str | Path) -> None:
+    """Histogram of the detector's scores on clean vs poisoned inputs, threshold marked."""
+    plot_histogram_grid([(title, rows, threshold)], path)
+
+
+def plot_histogram_grid(panels: Sequence[tuple[str, Sequence[dict[str, Any]], float]],
+                        path: str | Path, columns: int = 4) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    columns = min(columns, len(panels))
+    lines = -(-len(panels) // columns)
+    fig, axes = plt.subplots(lines, columns, figsize=(3.6 * columns, 2.8 * lines),
+                             squeeze=False)
+    for ax, (title, rows, threshold) in zip(axes.flat, panels):
+        _draw_histogram(ax, rows, threshold, title)
+    for ax in list(axes.flat)[len(panels):]:
+        ax.axis("off")
+    fig.tight_layout()
+    atomic_write(path, lambda p: fig.savefig(p, dpi=90, format="png"))
+    plt.close(fig)
+
+
+def histogram_grid_of(result_dirs: Sequence[str | Path], path: str | Path) -> None:
+    """One panel per defense result folder (e.g. every PSIM cell of a study)."""
+    panels = []
+    for folder in result_dirs:
+        metrics = json.loads((Path(folder) / "metrics.json").read_text(encoding="utf-8"))
+        panels.append((Path(folder).name, load_scores(folder), metrics["threshold"]))
+    if not panels:
+        raise ConfigError("no finished defense result folders to plot")
+    plot_histogram_grid(panels, path)

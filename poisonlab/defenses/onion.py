@@ -1,0 +1,64 @@
+"""ONION: outlier-word removal by language-model perplexity.
+
+Qi et al. 2021, "ONION: A Simple and Effective Defense Against Textual Backdoor Attacks"
+(EMNLP 2021, arXiv:2011.10369).
+
+Threat model: inference-time defense with no access to training; the defender has a language
+model. The suspicion of word i is p0 - p_i, the perplexity of the text minus its perplexity
+without word i: an inserted rare-word trigger raises perplexity, so removing it lowers it a lot.
+Words whose suspicion exceeds `word_threshold` are removed before the victim sees the text
+(purification). As a detector, an input's score is its largest word suspicion, and inputs above
+the (calibrated) threshold are rejected; `threshold: .inf` gives the paper's purification only.
+
+Differences from the paper: the default LM is SmolLM2-135M (the paper used GPT-2), sequences start
+with the LM's BOS token so the first word is scored too, and all leave-one-out variants of many
+texts run in a few batched forward passes that reuse the key/value cache of each text's shared
+prefix (detect_perplexity.py); results equal the per-variant computation."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Sequence
+
+import numpy as np
+from pydantic import Field
+
+from poisonlab.data import Example
+from poisonlab.defenses.base import DETECTORS, Detector, DetectorConfig, SuspectModel
+from poisonlab.defenses.detect_perplexity import LeaveOneOutPerplexity
+from poisonlab.models import load_causal_lm
+
+
+class OnionConfig(DetectorConfig):
+    language_model: str = Field("smollm2-135m", description="causal LM that measures perplexity")
+    word_threshold: float = Field(
+        0.0, description="remove words whose suspicion (perplexity drop) exceeds this")
+    max_length: int = Field(128, ge=8, description="tokens kept per text")
+    batch_tokens: int = Field(4096, ge=64, description="padded tokens per forward pass")
+
+
+@lru_cache(maxsize=2)
+def shared_scorer(name: str, max_length: int, batch_tokens: int) -> LeaveOneOutPerplexity:
+    """One scorer per LM per process, so its memo of word scores is shared across victims."""
+    return LeaveOneOutPerplexity(load_causal_lm(name), max_length=max_length,
+                                 batch_tokens=batch_tokens)
+
+
+@DETECTORS.register("onion", OnionConfig)
+class Onion(Detector):
+    """ONION (Qi et al. 2021): remove words whose deletion lowers LM perplexity the most."""
+
+    config: OnionConfig
+
+    def _fit(self, suspect: SuspectModel, clean_train: list[Example]) -> None:
+        c = self.config
+        self.scorer_ = shared_scorer(c.language_model, c.max_length, c.batch_tokens)
+
+    def score(self, texts: Sequence[str]) -> np.ndarray:
+        """The largest word suspicion of each text (0 for an empty text)."""
+        return np.asarray([s.max() if len(s) else 0.0 for s in self.scorer_.suspicion(texts)])
+
+    def purify(self, texts: Sequence[str]) -> list[str]:
+        bar = self.config.word_threshold
+        return [" ".join(w for w, s in zip(text.split(), scores) if s <= bar)
+                for text, scores in zip(texts, self.scorer_.suspicion(texts))]

@@ -1,0 +1,83 @@
+"""PSIM: the Poisoned Sample Identification Module.
+
+Zhao et al. 2024, "Defending against Weight-Poisoning Backdoor Attacks for Parameter-Efficient
+Fine-Tuning" (Findings of NAACL 2024, arXiv:2402.12168).
+
+Threat model: the victim fine-tuned a released checkpoint with PEFT; the checkpoint may carry a
+backdoor. The defender has the suspect checkpoint and its own clean training data. PSIM tunes a
+PEFT module (P-tuning in the paper) on top of the suspect weights with every training label
+replaced by a uniformly random one, for one epoch: clean inputs learn nothing and get low
+confidence, while the backdoor still drives a triggered input to one class with high
+confidence. An input whose maximum class probability exceeds the threshold (0.7 in the paper) is
+rejected; the others go to the victim.
+
+Differences from the reference code (github.com/shuaizhao95/PSIM):
+- the random labels come from a seeded generator owned by the detector, not the global RNG;
+- scoring and the victim's predictions run batched and length-sorted instead of one input at a
+  time (bench/psim_throughput.py measures the gain); texts are truncated to `max_length`;
+- the reference rounds probabilities to 3 decimals and compares with `<` for clean and `>` for
+  poisoned inputs; here one rule, score > threshold, flags every input;
+- the threshold can also be calibrated on clean dev data to a target false-rejection rate;
+- any registered tuning strategy can host the module (the reference: P-tuning, prefix, prompt,
+  LoRA); our P-tuning prepends its virtual tokens and trains the head, as peft's does."""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import numpy as np
+from pydantic import Field
+
+from poisonlab.data import Example
+from poisonlab.defenses.base import DETECTORS, Detector, DetectorConfig, SuspectModel
+from poisonlab.training import TrainingConfig, predict_logits, train_classifier
+from poisonlab.tuning import build_strategy
+
+
+def _reference_training() -> TrainingConfig:
+    return TrainingConfig(epochs=1, batch_size=32, learning_rate=2e-5)
+
+
+class PsimConfig(DetectorConfig):
+    threshold: float | None = Field(
+        0.7, description="flag inputs whose PSIM confidence exceeds this (paper: 0.7); "
+                         "null: calibrate on clean dev data to target_frr")
+    strategy: str = Field("ptuning", description="tuning strategy of the PSIM module")
+    strategy_params: dict[str, Any] = Field(
+        default_factory=lambda: {"num_virtual_tokens": 5, "encoder_hidden_size": 128},
+        description="its config (default: the reference code's P-tuning)")
+    training: TrainingConfig = Field(
+        default_factory=_reference_training,
+        description="training on the random labels (reference: 1 epoch, batch 32, lr 2e-5)")
+
+
+def random_labels(examples: Sequence[Example], num_labels: int, seed: int) -> list[Example]:
+    """The defender's training set with every label drawn uniformly at random (seeded)."""
+    labels = np.random.default_rng(seed).integers(0, num_labels, size=len(examples))
+    return [Example(e.text, int(label)) for e, label in zip(examples, labels)]
+
+
+@DETECTORS.register("psim", PsimConfig)
+class Psim(Detector):
+    """PSIM (Zhao et al. 2024): a PEFT module trained on random labels flags confident inputs."""
+
+    config: PsimConfig
+
+    def _fit(self, suspect: SuspectModel, clean_train: list[Example]) -> None:
+        c = self.config
+        loaded = suspect.load_weights()
+        strategy = build_strategy(c.strategy, c.strategy_params)
+        self.model_ = strategy.apply(loaded)
+        self.tokenizer_ = loaded.tokenizer
+        self.history_ = train_classifier(
+            self.model_, self.tokenizer_, random_labels(clean_train, suspect.num_labels, c.seed),
+            c.training.model_copy(update={"seed": c.seed}), progress=False, description="psim")
+
+    def score(self, texts: Sequence[str]) -> np.ndarray:
+        """Maximum class probability of the PSIM module."""
+        logits = predict_logits(self.model_, self.tokenizer_, list(texts),
+                                batch_size=self.config.training.eval_batch_size,
+                                max_length=self.config.training.max_length)
+        logits = logits - logits.max(-1, keepdims=True)
+        probs = np.exp(logits) / np.exp(logits).sum(-1, keepdims=True)
+        return probs.max(-1)
