@@ -55,8 +55,8 @@ def confidence_loss(grounding: list[torch.Tensor], targets: GroundingTargets) ->
     index = flat_index(grounding, targets.scale, targets.anchor, targets.cell_y, targets.cell_x)
     soft.index_put_((inverse, index), torch.ones(len(index)), accumulate=True)
     soft = soft / soft.sum(1, keepdim=True)
-    weight = torch.zeros(len(rows)).index_reduce_(0, inverse, targets.weight, "amax",
-                                                  include_self=False)
+    weight = torch.zeros(len(rows)).scatter_reduce(0, inverse, targets.weight, "amax",
+                                                   include_self=False)
     per_row = -(soft * logits[rows].log_softmax(1)).sum(1)
     return (weight * per_row).sum() / len(rows)
 

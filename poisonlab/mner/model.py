@@ -88,11 +88,12 @@ class MnerQG(nn.Module):
         self.encoder = encoder
         hidden = encoder.config.hidden_size
         # Word features see the query directly (its mean embedding plus a learned per-query vector,
-        # concat + MLP): the four queries share most words, and a small encoder separates them
+        # concat + MLP, then a FiLM-style scaling): the four queries share most words, and a small encoder separates them
         # slowly through attention alone. The paper leaves the head design open.
         self.query_embedding = nn.Embedding(n_queries, hidden)
         nn.init.normal_(self.query_embedding.weight, std=encoder.config.initializer_range)
         self.word_mlp = nn.Sequential(nn.Linear(2 * hidden, hidden), nn.GELU(), nn.LayerNorm(hidden))
+        self.query_film = nn.Linear(hidden, hidden)
         self.start_head = nn.Linear(hidden, 1)
         self.end_head = nn.Linear(hidden, 1)
         self.matcher = SpanMatcher(hidden, min(hidden, 256), config.max_span_words)
@@ -127,7 +128,12 @@ class MnerQG(nn.Module):
             grounding = [self.grounding_head(m, query) for m in fused_maps]
         words = torch.gather(hidden, 1, text.word_pos.unsqueeze(-1).expand(-1, -1, hidden.shape[-1]))
         query = masked_mean(hidden, text.query_mask) + self.query_embedding(text.query_index)
-        words = self.word_mlp(torch.cat([words, query.unsqueeze(1).expand_as(words)], dim=-1))
-        exists = self.exists_head(torch.cat([hidden[:, 0], query], dim=-1)).squeeze(-1)
+        query = query.unsqueeze(1)
+        words = self.word_mlp(torch.cat([words, query.expand_as(words)], dim=-1))
+        words = words * (1 + self.query_film(query))
+        # Existence reads [CLS] and the strongest word feature: the same features the span heads
+        # use, so "some span of this type" and "this type exists" learn together.
+        pooled = words.masked_fill(~text.word_mask.unsqueeze(-1), -1e4).max(dim=1).values
+        exists = self.exists_head(torch.cat([hidden[:, 0], pooled], dim=-1)).squeeze(-1)
         return MnerOutput(self.start_head(words).squeeze(-1), self.end_head(words).squeeze(-1),
                           self.matcher(words), exists, grounding)

@@ -1,0 +1,91 @@
+"""`poisonlab mner train | eval | predict | synth`: the MNER-QG subcommands.
+
+The main CLI calls `add_parser(subparsers)`; each handler takes the argparse namespace and returns
+an exit code; user mistakes raise PoisonlabError subclasses (printed as one line, exit 2)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from poisonlab.errors import ConfigError
+
+
+def _train(args: argparse.Namespace) -> int:
+    from poisonlab.mner.config import load_config
+    from poisonlab.mner.train import run_training
+    config = load_config(args.config, args.set or [])
+    out = Path(args.out or Path("runs/mner") / Path(args.config).stem)
+    if (out / "metrics.json").exists() and not args.force:
+        raise ConfigError(f"{out} already holds a finished run (metrics.json); pass --force or --out")
+    metrics = run_training(config, out, tuple(args.eval_splits))
+    print(json.dumps({split: metrics[split] for split in args.eval_splits}, indent=1))
+    print(f"run folder: {out}")
+    return 0
+
+
+def _eval(args: argparse.Namespace) -> int:
+    from poisonlab.mner.train import run_eval
+    metrics = run_eval(args.run, args.split)
+    print(json.dumps(metrics, indent=1))
+    return 0
+
+
+def _predict(args: argparse.Namespace) -> int:
+    from poisonlab.io import write_jsonl
+    from poisonlab.mner.dataset import load_split, optional_path
+    from poisonlab.mner.train import load_run, predict, prediction_rows
+    pipe = load_run(args.run)
+    images = Path(args.images) if args.images else None
+    if pipe.config.model.image and images is None:
+        raise ConfigError("this model has an image branch: pass --images FOLDER")
+    if images is not None:
+        optional_path(images.parent, images.name)
+    split = load_split(Path(args.input), images, {}, pipe.config.model.image_size)
+    rows = prediction_rows(split, predict(pipe, split))
+    write_jsonl(args.out, rows)
+    print(f"{len(rows)} tweets -> {args.out}")
+    return 0
+
+
+def _synth(args: argparse.Namespace) -> int:
+    from poisonlab.mner.synthetic import generate
+    out = generate(args.out, args.train, args.valid, args.test, args.seed)
+    print(f"synthetic MNER set written to {out}")
+    return 0
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    parser = subparsers.add_parser("mner", help="MNER-QG multimodal NER with query grounding")
+    commands = parser.add_subparsers(dest="mner_command", required=True)
+
+    train = commands.add_parser("train", help="train, evaluate, write a run folder")
+    train.add_argument("config", help="YAML config (see configs/mner/)")
+    train.add_argument("--out", help="run folder (default runs/mner/<config name>)")
+    train.add_argument("--set", action="append", metavar="KEY=VALUE",
+                       help="override a config value, e.g. --set train.epochs=1 (repeatable)")
+    train.add_argument("--eval-splits", nargs="+", default=["test"], choices=["valid", "test"])
+    train.add_argument("--force", action="store_true", help="overwrite a finished run")
+    train.set_defaults(func=_train)
+
+    evaluate = commands.add_parser("eval", help="evaluate a run folder's model on a split")
+    evaluate.add_argument("run", help="run folder written by `mner train`")
+    evaluate.add_argument("--split", default="test", choices=["train", "valid", "test"])
+    evaluate.set_defaults(func=_eval)
+
+    pred = commands.add_parser("predict", help="tag a CoNLL file (tags of the input are ignored)")
+    pred.add_argument("run", help="run folder written by `mner train`")
+    pred.add_argument("input", help="CoNLL file (IMGID: lines, token<TAB>tag; tags may be O)")
+    pred.add_argument("--images", help="image folder (required by models with the image branch)")
+    pred.add_argument("--out", required=True, help="predictions JSONL")
+    pred.set_defaults(func=_predict)
+
+    synth = commands.add_parser("synth", help="write the synthetic multimodal set")
+    synth.add_argument("--out", required=True, help="output folder")
+    synth.add_argument("--train", type=int, default=400)
+    synth.add_argument("--valid", type=int, default=100)
+    synth.add_argument("--test", type=int, default=200)
+    synth.add_argument("--seed", type=int, default=0)
+    synth.set_defaults(func=_synth)
+    return parser
