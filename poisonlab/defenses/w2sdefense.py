@@ -44,7 +44,8 @@ from poisonlab.defenses.repair_base import REPAIRS, RepairConfig, RepairDefense,
 from poisonlab.models import LoadedModel
 from poisonlab.training import TrainingConfig, encode_texts, train_classifier
 from poisonlab.training.losses import pool_hidden, unlearning_loss
-from poisonlab.training.trainer import collate
+from poisonlab.training.trainer import LossFn, collate
+from poisonlab.tuning import TuningStrategy
 from poisonlab.tuning._common import seeded
 
 # (a, b, c) of the reference code per trigger.
@@ -147,6 +148,14 @@ class _StudentAndProjection(torch.nn.Module):
         self.projection = projection
 
 
+@dataclass
+class UnlearningSetup:
+    strategy: TuningStrategy
+    modules: _StudentAndProjection  # what the optimizer trains
+    teacher: ProjectedTeacher
+    loss_fn: LossFn
+
+
 @REPAIRS.register("w2sdefense", W2SDefenseConfig)
 class W2SDefense(RepairDefense):
     """W2SDefense (Zhao et al. 2025): weak-to-strong distillation unlearning with a LoRA student."""
@@ -155,26 +164,35 @@ class W2SDefense(RepairDefense):
 
     def repair(self, suspect: LoadedModel, clean_train: Sequence[Example], *,
                progress: bool = False) -> RepairedModel:
+        run = self.setup(suspect, clean_train, progress=progress)
+        modules = run.modules
+        history = train_classifier(modules, suspect.tokenizer, clean_train, self.config.training,
+                                   loss_fn=run.loss_fn, progress=progress,
+                                   description="w2sdefense")
+        state = run.strategy.trainable_state(modules.student)
+        if self.config.unlearn_projection:
+            state.update({f"w2s_projection.{n}": p.detach().cpu().contiguous()
+                          for n, p in modules.projection.named_parameters()})
+        return RepairedModel(modules.student.eval(), suspect.tokenizer, state, history)
+
+    def setup(self, suspect: LoadedModel, clean_train: Sequence[Example], *,
+              progress: bool = False) -> "UnlearningSetup":
+        """Train the teacher, freeze it (the projection too unless `unlearn_projection`), wrap
+        the student, and build the student's loss."""
         cfg = self.config
         student_config = suspect.model.config
         teacher, teacher_tokenizer = train_teacher(
             cfg, student_config.hidden_size, student_config.num_labels, clean_train,
             progress=progress)
-        teacher.requires_grad_(False)
+        teacher.eval().requires_grad_(False)
         teacher.projection.requires_grad_(cfg.unlearn_projection)
         strategy, student = self.wrap(suspect)
         modules = _StudentAndProjection(student, teacher.projection)
-        loss_fn = self.loss_fn(teacher, teacher_tokenizer, clean_train)
-        history = train_classifier(modules, suspect.tokenizer, clean_train, cfg.training,
-                                   loss_fn=loss_fn, progress=progress, description="w2sdefense")
-        state = strategy.trainable_state(student)
-        if cfg.unlearn_projection:
-            state.update({f"w2s_projection.{n}": p.detach().cpu().contiguous()
-                          for n, p in teacher.projection.named_parameters()})
-        return RepairedModel(student.eval(), suspect.tokenizer, state, history)
+        return UnlearningSetup(strategy, modules, teacher,
+                               self.loss_fn(teacher, teacher_tokenizer, clean_train))
 
     def loss_fn(self, teacher: ProjectedTeacher, teacher_tokenizer: Any,
-                clean_train: Sequence[Example]):
+                clean_train: Sequence[Example]) -> LossFn:
         """The student's loss; the teacher's tokenization of example i is looked up by index."""
         cfg = self.config
         a, b, c = cfg.weights()
