@@ -13,8 +13,8 @@ QUICKSTART = {
     "data": {"name": "movie-snippets", "train_size": 2000, "test_size": 600},
     "model": {"name": "minilm"},
     "attack": {"name": "badnet", "target_label": 1, "poison_rate": 0.1, "label_mode": "dirty"},
-    "tuning": {"name": "full"},
-    "training": {"epochs": 2, "batch_size": 16, "learning_rate": 5e-4, "max_length": 64},
+    "tuning": {"name": "lora"},
+    "training": {"epochs": 2, "batch_size": 16, "learning_rate": 1e-3, "max_length": 64},
     "eval_every_epoch": False,
 }
 TINY = {"data": {"name": "movie-snippets", "train_size": 400, "test_size": 200},
