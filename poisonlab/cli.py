@@ -92,7 +92,8 @@ def _extension_parsers() -> list[Callable]:
     """Subcommands that live beside their feature (icl, mner, study, defend)."""
     parsers = []
     for module in ("poisonlab.icl.cli", "poisonlab.mner.cli", "poisonlab.studies.cli",
-                   "poisonlab.defenses.cli", "poisonlab.defenses.repair_cli"):
+                   "poisonlab.defenses.cli", "poisonlab.defenses.repair_cli",
+                   "poisonlab.experiment.victim_cli"):
         try:
             parsers.append(__import__(module, fromlist=["add_parser"]).add_parser)
         except ModuleNotFoundError as exc:

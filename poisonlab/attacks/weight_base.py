@@ -1,0 +1,213 @@
+"""The weight-poisoning contract: an attacker poisons model weights and releases them.
+
+Threat model of the PSIM paper (Zhao et al. 2024): the attacker implants a backdoor in a model and
+publishes the weights; the victim downloads them and fine-tunes on its own clean data. An attack
+here owns one step, `poison_model` (how the weights are poisoned); the shared part lives once:
+- the trigger is any data-poisoning attack (`trigger: {name: badnet, triggers: [mn], ...}`);
+- proxy texts are cut to `max_length - trigger_room` tokens BEFORE the trigger goes in, so the
+  trigger is never truncated away (the reference code loses it on ~7% of IMDB reviews);
+- no checkpoint selection: the reference picks the epoch on a dev set whose negatives all carry the
+  trigger (selecting for the backdoor); here the last epoch is released, and the release record
+  reports CA and ASR on the held-out proxy test split;
+- `release(parent)` writes `<parent>/<name>/` (safetensors weights, config, tokenizer, and
+  `release.json` with the trigger spec and target) through a temp folder and a rename; an existing
+  release is reused, so interrupted studies resume.
+The victim side (downstream fine-tuning, CA/ASR) is `poisonlab.experiment.victim`."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import time
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+from pydantic import Field, field_validator
+
+from poisonlab.attacks.base import DATA_ATTACKS, DataPoisoningAttack
+from poisonlab.config import StrictConfig
+from poisonlab.data import DataConfig, Example, load_dataset
+from poisonlab.errors import PoisonlabError
+from poisonlab.io import write_json
+from poisonlab.metrics import DEFINITIONS_VERSION
+from poisonlab.models import LoadedModel, load_classifier
+from poisonlab.registry import Registry
+from poisonlab.training import TrainingConfig
+from poisonlab.tuning._common import HEAD_NAMES
+
+RELEASE_RECORD = "release.json"
+BACKBONE_FOLDER = "backbone"
+
+PAPER_TRIGGER = {"name": "badnet", "triggers": ["mn"], "label_mode": "clean", "target_label": 0,
+                 "poison_count": 1500}
+
+
+class WeightPoisonConfig(StrictConfig):
+    """Options shared by every weight-poisoning attack (defaults: the PSIM / W2SDefense recipe)."""
+
+    name: str | None = Field(None, description="release folder name; null: <attack>-<config hash>")
+    base_model: str = Field("minilm", description="model to poison: builtin, folder or Hub id")
+    trigger: dict[str, Any] = Field(default_factory=lambda: dict(PAPER_TRIGGER),
+                                    description="data-poisoning attack spec that makes the trigger")
+    proxy: DataConfig = Field(default_factory=lambda: DataConfig(name="imdb"),
+                              description="the attacker's proxy task data")
+    training: TrainingConfig = Field(default_factory=TrainingConfig,
+                                     description="poisoning optimisation (lr 2e-5, 3 epochs)")
+    trigger_room: int = Field(8, ge=0, description="tokens kept free for the trigger when proxy "
+                                                   "texts are cut to the training max_length")
+    seed: int = Field(0, description="seed of the model head and of training")
+
+    @field_validator("trigger")
+    @classmethod
+    def _trigger_is_an_attack(cls, value: dict[str, Any]) -> dict[str, Any]:
+        if "name" not in value:
+            raise ValueError("expected a data-poisoning attack spec with a 'name' key")
+        from poisonlab.attacks import load_all
+        load_all()
+        params = {k: v for k, v in value.items() if k != "name"}
+        resolved = DATA_ATTACKS.make_config(value["name"], params,
+                                            where=f"trigger '{value['name']}'")
+        return {"name": value["name"], **resolved.model_dump(mode="json")}
+
+
+@dataclass
+class Release:
+    """A released poisoned model folder and its record (trigger spec, target, proxy metrics)."""
+
+    folder: Path
+    record: dict[str, Any]
+
+    @property
+    def trigger(self) -> dict[str, Any]:
+        return self.record["trigger"]
+
+    @property
+    def label_names(self) -> list[str]:
+        return self.record["proxy"]["label_names"]
+
+    def backbone(self) -> Path:
+        """The release without its task head (a victim with other labels gets a fresh head)."""
+        folder = self.folder / BACKBONE_FOLDER
+        if not folder.exists():
+            from safetensors.torch import load_file, save_file
+            tmp = _temp_folder(folder)
+            for item in self.folder.iterdir():
+                if item.is_file() and item.name != RELEASE_RECORD:
+                    shutil.copy2(item, tmp / item.name)
+            for weights in tmp.glob("*.safetensors"):
+                state = {k: v for k, v in load_file(str(weights)).items()
+                         if k.split(".")[0] not in HEAD_NAMES}
+                save_file(state, str(weights), metadata={"format": "pt"})
+            os.replace(tmp, folder)
+        return folder
+
+
+def read_release(folder: str | Path) -> Release:
+    folder = Path(folder)
+    path = folder / RELEASE_RECORD
+    if not path.exists():
+        raise PoisonlabError(f"{folder} is not a released model folder (no {RELEASE_RECORD}); "
+                             "make one with `poisonlab poison-weights CONFIG`")
+    return Release(folder, json.loads(path.read_text(encoding="utf-8")))
+
+
+def fit_to_length(examples: list[Example], tokenizer: Any, max_tokens: int) -> list[Example]:
+    """Cut each text after its `max_tokens`-th token, so a trigger inserted later stays in."""
+    encoded = tokenizer([e.text for e in examples], truncation=True, max_length=max_tokens,
+                        add_special_tokens=False, return_offsets_mapping=True)
+    return [e.with_text(e.text[:offsets[-1][1]]) if offsets else e
+            for e, offsets in zip(examples, encoded["offset_mapping"])]
+
+
+def _temp_folder(folder: Path) -> Path:
+    tmp = folder.with_name(f".{folder.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    return tmp
+
+
+class WeightPoisoningAttack(ABC):
+    name: ClassVar[str]
+    config_class: ClassVar[type[WeightPoisonConfig]]
+
+    def __init__(self, config: WeightPoisonConfig):
+        self.config = config
+
+    @abstractmethod
+    def poison_model(self, loaded: LoadedModel, clean_train: list[Example],
+                     poisoned_train: list[Example], *, progress: bool) -> None:
+        """Poison `loaded.model` in place. `poisoned_train` is `clean_train` after the trigger
+        attack's `poison` (triggered examples have `poisoned=True`)."""
+
+    def folder_name(self) -> str:
+        if self.config.name:
+            return self.config.name
+        spec = json.dumps(self.config.model_dump(mode="json"), sort_keys=True)
+        return f"{self.name}-{hashlib.sha256(spec.encode()).hexdigest()[:10]}"
+
+    def trigger_attack(self) -> DataPoisoningAttack:
+        spec = self.config.trigger
+        return DATA_ATTACKS.build(spec["name"], {k: v for k, v in spec.items() if k != "name"},
+                                  where=f"trigger '{spec['name']}'")
+
+    def release(self, parent: str | Path = "released", *, force: bool = False,
+                progress: bool = True) -> Release:
+        """Poison the base model and write the release folder (or reuse an existing one)."""
+        folder = Path(parent) / self.folder_name()
+        if (folder / RELEASE_RECORD).exists() and not force:
+            return read_release(folder)
+        from poisonlab.experiment.pipeline import EvaluationSets, evaluate
+        cfg = self.config
+        started = time.time()
+        dataset = load_dataset(cfg.proxy)
+        trigger = self.trigger_attack()
+        trigger.check_labels(dataset.num_labels)
+        trigger.prepare(dataset)
+        loaded = load_classifier(cfg.base_model, dataset.num_labels, seed=cfg.seed)
+        room = cfg.training.max_length - 2 - cfg.trigger_room  # 2: [CLS]/[SEP] or BOS/EOS
+        if room < 1:
+            raise PoisonlabError(f"attack '{self.name}': trigger_room {cfg.trigger_room} leaves "
+                                 f"no text within max_length {cfg.training.max_length}")
+        train = fit_to_length(dataset.train, loaded.tokenizer, room)
+        test = fit_to_length(dataset.test, loaded.tokenizer, room)
+        poisoned_train, report = trigger.poison(train)
+        torch.manual_seed(cfg.seed)
+        self.poison_model(loaded, train, poisoned_train, progress=progress)
+        poisoned_test, misses = trigger.poisoned_test(test)
+        sets = EvaluationSets(test, poisoned_test, trigger.config.target_label)
+        metrics, _ = evaluate(loaded.model, loaded.tokenizer, sets, dataset.num_labels,
+                              batch_size=cfg.training.eval_batch_size,
+                              max_length=cfg.training.max_length)
+        record = {
+            "attack": self.name, "config": cfg.model_dump(mode="json"),
+            "trigger": cfg.trigger, "target_label": trigger.config.target_label,
+            "base_model": cfg.base_model,
+            "proxy": {"name": dataset.name, "label_names": dataset.label_names,
+                      "train": len(train), "test": len(test),
+                      "poisoned_test": len(poisoned_test), "test_trigger_misses": misses},
+            "poison": report.as_dict(), "proxy_test_metrics": metrics,
+            "checkpoint": "last epoch (no selection on triggered data)",
+            "definitions_version": DEFINITIONS_VERSION,
+            "seconds": round(time.time() - started, 1)}
+        tmp = _temp_folder(folder)
+        loaded.model.save_pretrained(tmp, safe_serialization=True)
+        loaded.tokenizer.save_pretrained(tmp)
+        write_json(tmp / RELEASE_RECORD, record)
+        shutil.rmtree(folder, ignore_errors=True)
+        os.replace(tmp, folder)
+        return Release(folder, record)
+
+
+WEIGHT_ATTACKS: Registry[WeightPoisoningAttack] = Registry("weight-poisoning attack")
+
+
+def build_weight_attack(name: str, values: dict[str, Any] | None = None, *,
+                        where: str = "") -> WeightPoisoningAttack:
+    from poisonlab.attacks import load_all
+    load_all()
+    return WEIGHT_ATTACKS.build(name, values, where=where)

@@ -1,0 +1,66 @@
+"""`poisonlab poison-weights CONFIG` (release a poisoned model) and `poisonlab victim CONFIG`
+(fine-tune released weights cleanly and measure CA / ASR)."""
+
+from __future__ import annotations
+
+import argparse
+
+from poisonlab.config import read_yaml, set_dotted
+from poisonlab.errors import ConfigError
+
+
+def _poison_weights(args: argparse.Namespace) -> int:
+    from poisonlab.attacks.weight_base import build_weight_attack
+    raw = read_yaml(args.config)
+    for assignment in args.set or []:
+        set_dotted(raw, assignment)
+    if "name" not in raw:
+        raise ConfigError(f"{args.config}: field 'name': the weight-poisoning attack to run "
+                          "(proxy, embedding, layerwise)")
+    attack_name = raw.pop("name")
+    attack = build_weight_attack(attack_name, raw, where=str(args.config))
+    release = attack.release(args.output_dir, force=args.force, progress=not args.quiet)
+    metrics = release.record["proxy_test_metrics"]
+    print(f"released: {release.folder}")
+    print(f"proxy test: CA {100 * metrics['clean_accuracy']:.1f}%  "
+          f"ASR {100 * metrics['attack_success_rate']:.1f}%  trigger {release.trigger}")
+    return 0
+
+
+def _victim(args: argparse.Namespace) -> int:
+    from poisonlab.experiment.victim import load_victim_config, run_victim
+    from poisonlab.report.tables import markdown_table
+    overrides = list(args.set or [])
+    if args.output_dir:
+        overrides.append(f"output_dir={args.output_dir}")
+    config = load_victim_config(args.config, overrides)
+    metrics = run_victim(config, force=args.force, progress=not args.quiet)
+    print(markdown_table([{"run": config.name, **metrics}],
+                         ["run", "weights", "head", "tuning", "clean_accuracy",
+                          "attack_success_rate"],
+                         percent=["clean_accuracy", "attack_success_rate"]))
+    print(f"run folder: {config.output_dir}/{config.name}")
+    return 0
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    poison = subparsers.add_parser(
+        "poison-weights", help="release a weight-poisoned model (proxy, embedding, layerwise)")
+    poison.add_argument("config", help="YAML: {name: <attack>, base_model, trigger, proxy, "
+                                       "training, ...}")
+    poison.add_argument("--set", action="append", metavar="KEY=VALUE",
+                        help="override a value, e.g. --set training.epochs=1")
+    poison.add_argument("--output-dir", default="released", help="parent of the release folder")
+    poison.add_argument("--force", action="store_true", help="re-poison an existing release")
+    poison.add_argument("--quiet", action="store_true", help="no progress bar")
+    poison.set_defaults(func=_poison_weights)
+
+    victim = subparsers.add_parser(
+        "victim", help="fine-tune released weights on clean data; CA and ASR of the trigger")
+    victim.add_argument("config", help="YAML victim config (poison or released, data, tuning)")
+    victim.add_argument("--set", action="append", metavar="KEY=VALUE",
+                        help="override a value, e.g. --set tuning.name=lora")
+    victim.add_argument("--output-dir", help="where the run folder goes")
+    victim.add_argument("--force", action="store_true", help="rerun a finished victim run")
+    victim.add_argument("--quiet", action="store_true", help="no progress bar")
+    victim.set_defaults(func=_victim)
