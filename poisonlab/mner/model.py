@@ -87,9 +87,9 @@ class MnerQG(nn.Module):
         self.config = config
         self.encoder = encoder
         hidden = encoder.config.hidden_size
-        # Word features see the query directly (its mean embedding plus a learned per-query vector,
-        # concat + MLP, then a FiLM-style scaling): the four queries share most words, and a small encoder separates them
-        # slowly through attention alone. The paper leaves the head design open.
+        # The heads see the query directly (mean of its tokens + a learned per-query vector, concat
+        # + MLP, then FiLM-style scaling): the four queries share most words, and a small encoder
+        # separates them slowly through attention alone. The paper leaves the head design open.
         self.query_embedding = nn.Embedding(n_queries, hidden)
         nn.init.normal_(self.query_embedding.weight, std=encoder.config.initializer_range)
         self.word_mlp = nn.Sequential(nn.Linear(2 * hidden, hidden), nn.GELU(), nn.LayerNorm(hidden))
@@ -108,31 +108,40 @@ class MnerQG(nn.Module):
             nn.init.zeros_(self.back_projection.weight)  # starts as the text-only model
             nn.init.zeros_(self.back_projection.bias)
             self.grounding_head = GroundingHead(dim)
+            self.visual_to_query = nn.Linear(dim, hidden)
+
+    def _image_branch(self, hidden: torch.Tensor, text: TextBatch, images: torch.Tensor
+                      ) -> tuple[torch.Tensor, list[torch.Tensor], torch.Tensor]:
+        """Fused encoder states, grounding outputs per scale, and per row the strongest
+        query-aware cell of each scale (averaged): "is the queried type's region in the picture"."""
+        per_tweet = text.input_ids.shape[0] // images.shape[0]
+        maps = [proj(m) for proj, m in zip(self.map_projections, self.cnn(images))]
+        maps = [m.repeat_interleave(per_tweet, dim=0) for m in maps]  # CNN ran once per tweet
+        fused_text, fused_maps = self.fusion(self.text_projection(hidden), text.attention_mask == 0,
+                                             maps)
+        query = masked_mean(fused_text, text.query_mask) + self.text_projection(
+            self.query_embedding(text.query_index))
+        grounding = [self.grounding_head(m, query) for m in fused_maps]
+        visual = torch.stack([m.amax(dim=(2, 3)) for m in fused_maps]).mean(0)
+        return hidden + self.back_projection(fused_text), grounding, visual
 
     def forward(self, text: TextBatch, images: torch.Tensor | None = None) -> MnerOutput:
         """`images` [B, 3, S, S] normalised, one per tweet; text rows are B x n_queries."""
         hidden = self.encoder(input_ids=text.input_ids, attention_mask=text.attention_mask,
                               token_type_ids=text.token_type_ids).last_hidden_state
+        query = self.query_embedding(text.query_index)
         grounding = None
         if self.config.image:
             if images is None:
                 raise ValueError("this model has an image branch: pass images")
-            per_tweet = text.input_ids.shape[0] // images.shape[0]
-            maps = [proj(m) for proj, m in zip(self.map_projections, self.cnn(images))]
-            maps = [m.repeat_interleave(per_tweet, dim=0) for m in maps]
-            projected = self.text_projection(hidden)
-            fused_text, fused_maps = self.fusion(projected, text.attention_mask == 0, maps)
-            hidden = hidden + self.back_projection(fused_text)
-            query = masked_mean(fused_text, text.query_mask) + self.text_projection(
-                self.query_embedding(text.query_index))
-            grounding = [self.grounding_head(m, query) for m in fused_maps]
+            hidden, grounding, visual = self._image_branch(hidden, text, images)
+            query = query + self.visual_to_query(visual)
+        query = (query + masked_mean(hidden, text.query_mask)).unsqueeze(1)
         words = torch.gather(hidden, 1, text.word_pos.unsqueeze(-1).expand(-1, -1, hidden.shape[-1]))
-        query = masked_mean(hidden, text.query_mask) + self.query_embedding(text.query_index)
-        query = query.unsqueeze(1)
         words = self.word_mlp(torch.cat([words, query.expand_as(words)], dim=-1))
         words = words * (1 + self.query_film(query))
-        # Existence reads [CLS] and the strongest word feature: the same features the span heads
-        # use, so "some span of this type" and "this type exists" learn together.
+        # Existence reads [CLS] and the strongest word feature: the features the span heads use,
+        # so "some span of this type" and "this type exists" learn together.
         pooled = words.masked_fill(~text.word_mask.unsqueeze(-1), -1e4).max(dim=1).values
         exists = self.exists_head(torch.cat([hidden[:, 0], pooled], dim=-1)).squeeze(-1)
         return MnerOutput(self.start_head(words).squeeze(-1), self.end_head(words).squeeze(-1),
