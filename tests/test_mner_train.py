@@ -10,8 +10,18 @@ import torch
 from poisonlab.errors import ConfigError
 from poisonlab.mner.cli import add_parser
 from poisonlab.mner.config import MnerConfig
+from poisonlab.mner.report import ablation_table, per_type_table
 from poisonlab.mner.synthetic import generate
 from poisonlab.mner.train import load_run, run_eval, run_training
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny models run faster on one thread than on two shared ones; restored afterwards."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")
@@ -30,7 +40,7 @@ def _config(folder, **train) -> MnerConfig:
     })
 
 
-def _train_split_metrics(config, folder, out):
+def _train_split_metrics(config, out):
     """Train, then score the training split itself (the overfit check)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -40,18 +50,12 @@ def _train_split_metrics(config, folder, out):
 
 @pytest.mark.slow
 def test_tiny_model_overfits_32_synthetic_tweets(synthetic32, tmp_path):
-    torch.set_num_threads(1)
-    metrics = _train_split_metrics(_config(synthetic32, epochs=OVERFIT_EPOCHS), synthetic32,
-                                   tmp_path / "run")
+    metrics = _train_split_metrics(_config(synthetic32, epochs=100), tmp_path / "run")
     assert metrics["entities"]["micro"]["f1"] > 0.9, metrics["entities"]
     assert metrics["grounding"]["accuracy"] > 0.7, metrics["grounding"]
 
 
-OVERFIT_EPOCHS = 100
-
-
 def test_same_seed_same_metrics(synthetic32, tmp_path):
-    torch.set_num_threads(1)
     config = _config(synthetic32, epochs=2)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -60,6 +64,8 @@ def test_same_seed_same_metrics(synthetic32, tmp_path):
     assert first["test"] == second["test"]
     assert (tmp_path / "a" / "model.safetensors").is_file()
     assert load_run(tmp_path / "a").types == ["LOC", "ORG", "OTHER", "PER"]
+    assert "| micro |" in per_type_table(tmp_path / "a")
+    assert ablation_table({"a": tmp_path / "a", "b": tmp_path / "b"}).count("| a |") == 1
 
 
 def test_text_only_mode_has_no_image_branch(synthetic32, tmp_path):

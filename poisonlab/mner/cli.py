@@ -1,4 +1,4 @@
-"""`poisonlab mner train | eval | predict | synth`: the MNER-QG subcommands.
+"""`poisonlab mner train | eval | predict | synth | report`: the MNER-QG subcommands.
 
 The main CLI calls `add_parser(subparsers)`; each handler takes the argparse namespace and returns
 an exit code; user mistakes raise PoisonlabError subclasses (printed as one line, exit 2)."""
@@ -56,6 +56,15 @@ def _synth(args: argparse.Namespace) -> int:
     return 0
 
 
+def _report(args: argparse.Namespace) -> int:
+    from poisonlab.mner.report import ablation_table, per_type_table
+    if len(args.runs) == 1:
+        print(per_type_table(args.runs[0], args.split))
+    else:
+        print(ablation_table({Path(r).name: r for r in args.runs}, args.split))
+    return 0
+
+
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     parser = subparsers.add_parser("mner", help="MNER-QG multimodal NER with query grounding")
     commands = parser.add_subparsers(dest="mner_command", required=True)
@@ -88,4 +97,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     synth.add_argument("--test", type=int, default=200)
     synth.add_argument("--seed", type=int, default=0)
     synth.set_defaults(func=_synth)
+
+    report = commands.add_parser("report", help="markdown table: one run per type, several "
+                                                "runs side by side")
+    report.add_argument("runs", nargs="+", help="run folders")
+    report.add_argument("--split", default="test", choices=["valid", "test"])
+    report.set_defaults(func=_report)
     return parser
