@@ -75,7 +75,8 @@ def ablation_table(rows: list[dict[str, Any]]) -> str:
 
 def plot(rows: list[dict[str, Any]], study: StudyConfig, path: Path) -> None:
     """Per data set: attacked ASR (solid) and baseline ASR (dashed) against the number of
-    poisoned demonstrations, raw and calibrated; below, the margin shift."""
+    poisoned demonstrations, raw and calibrated; below, the margin shift (the same raw and
+    calibrated)."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -92,15 +93,14 @@ def plot(rows: list[dict[str, Any]], study: StudyConfig, path: Path) -> None:
                 continue
             k = [r["poisoned"] for r in cells]
             for variant, marker in (("raw", "o"), ("calibrated", "s")):
+                alpha = 1 if variant == "calibrated" else 0.5
                 axes[0][col].plot(k, [r[f"asr_attacked_{variant}"] for r in cells], marker=marker,
-                                  color=color, label=f"{label}, {variant}",
-                                  alpha=1 if variant == "calibrated" else 0.5)
+                                  color=color, label=f"{label}, {variant}", alpha=alpha)
                 axes[0][col].plot(k, [r[f"asr_baseline_{variant}"] for r in cells], ls="--",
-                                  color=color, alpha=1 if variant == "calibrated" else 0.5)
-                axes[1][col].plot(k, [r[f"margin_shift_{variant}"] for r in cells],
-                                  marker=marker, color=color,
-                                  alpha=1 if variant == "calibrated" else 0.5)
-        axes[0][col].set_title(f"{name}: ASR (dashed: baseline)")
+                                  marker="x", color=color, alpha=alpha)
+            # calibration moves both margins of a context by one constant: raw = calibrated
+            axes[1][col].plot(k, [r["margin_shift_raw"] for r in cells], marker="o", color=color)
+        axes[0][col].set_title(f"{name}: ASR (dashed, x: baseline)")
         axes[0][col].set_ylim(0, 1.02)
         axes[1][col].axhline(0, color="gray", lw=0.5)
         axes[1][col].set_title(f"{name}: margin shift")
