@@ -75,7 +75,7 @@ def test_released_backdoor_survives_clean_fine_tuning(data, clean_baseline, atta
 
 def test_embedding_poisoning_changes_only_the_trigger_rows(data, tmp_path):
     spec = poison_spec(data, "embedding")
-    spec.update(clean_epochs=0, name="rows-only")
+    spec.update(clean_epochs=0, release_name="rows-only")
     name = spec.pop("name")
     release = build_weight_attack(name, spec).release(tmp_path, progress=False)
     base = load_classifier("tiny-bert", 2, seed=0).model.state_dict()

@@ -50,7 +50,8 @@ PAPER_TRIGGER = {"name": "badnet", "triggers": ["mn"], "label_mode": "clean", "t
 class WeightPoisonConfig(StrictConfig):
     """Options shared by every weight-poisoning attack (defaults: the PSIM / W2SDefense recipe)."""
 
-    name: str | None = Field(None, description="release folder name; null: <attack>-<config hash>")
+    release_name: str | None = Field(None, description="release folder name; null: "
+                                                       "<attack>-<config hash>")
     base_model: str = Field("minilm", description="model to poison: builtin, folder or Hub id")
     trigger: dict[str, Any] = Field(default_factory=lambda: dict(PAPER_TRIGGER),
                                     description="data-poisoning attack spec that makes the trigger")
@@ -145,8 +146,8 @@ class WeightPoisoningAttack(ABC):
         attack's `poison` (triggered examples have `poisoned=True`)."""
 
     def folder_name(self) -> str:
-        if self.config.name:
-            return self.config.name
+        if self.config.release_name:
+            return self.config.release_name
         spec = json.dumps(self.config.model_dump(mode="json"), sort_keys=True)
         return f"{self.name}-{hashlib.sha256(spec.encode()).hexdigest()[:10]}"
 
