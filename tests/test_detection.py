@@ -26,7 +26,7 @@ load_all()
 DETECTOR_PARAMS = {
     "psim": {"threshold": None, "target_frr": 0.1, "strategy": "lora", "strategy_params": {},
              "training": {"epochs": 1, "learning_rate": 3e-3, "max_length": 32}},
-    "onion": {"target_frr": 0.1, "max_length": 32},
+    "onion": {"threshold": None, "target_frr": 0.1, "max_length": 32},
     "strip": {"target_frr": 0.1, "copies": 10},
 }
 
@@ -97,9 +97,10 @@ def test_detector_flags_triggered_inputs_more_than_clean(name, released, synthet
     # rejection can only remove correct clean answers and successful attacks
     assert metrics["clean_accuracy"] <= metrics["clean_accuracy_no_defense"]
     assert metrics["attack_success_rate"] <= metrics["attack_success_rate_no_defense"]
-    flagged = [r for r in rows if r["flagged"]]
-    assert all(r["prediction"] == -1 for r in flagged)
     assert len(rows) == len(test) + len(poisoned_test)
+    clean_rows = [r for r in rows if r["split"] == "clean"]
+    assert metrics["clean_accuracy"] == pytest.approx(np.mean(
+        [r["prediction"] == r["label"] and not r["flagged"] for r in clean_rows]))
 
 
 class FixedScores(Detector):
@@ -204,6 +205,13 @@ def test_defend_cli_on_a_run_folder_and_a_detection_study(synthetic_dir, tmp_pat
     assert code == 0
     metrics = json.loads((tmp_path / "defenses" / "defense" / "metrics.json").read_text())
     assert metrics["definitions_version"] and metrics["attack"] == "badnet"
+    assert "clean_accuracy_calibrated" not in metrics  # strip calibrates by default
+    code = main(["defend", str(run.run_dir), "--defense", "strip", "--set", "defense.copies=4",
+                 "--set", "defense.threshold=-0.2", "--name", "fixed",
+                 "--output-dir", str(tmp_path / "defenses"), "--quiet"])
+    fixed = json.loads((tmp_path / "defenses" / "fixed" / "metrics.json").read_text())
+    assert fixed["threshold"] == -0.2 and fixed["threshold_calibrated"] != -0.2
+    assert 0 <= fixed["false_rejection_rate_calibrated"] <= 0.2  # 5% on dev; test is held out
     assert (tmp_path / "defenses" / "defense" / "histogram.png").stat().st_size > 1000
     assert main(["defend", str(run.run_dir), "--defense", "nope", "--quiet",
                  "--output-dir", str(tmp_path / "d2")]) == 2

@@ -109,15 +109,9 @@ class Detector(ABC):
         return list(texts)
 
     def calibrate(self, clean_texts: Sequence[str], target_frr: float) -> "Detector":
-        """Set the threshold so that at most `target_frr` of these clean texts are flagged.
-
-        The threshold is the (k+1)-th highest clean score with k = floor(target_frr * n); flags
-        are strictly above it, so ties can only lower the clean flag rate."""
-        scores = np.sort(np.asarray(self.score(clean_texts), dtype=float))[::-1]
-        if len(scores) == 0:
-            raise ValueError("calibration needs at least one clean text")
-        allowed = int(np.floor(target_frr * len(scores) + 1e-9))
-        self.threshold_ = float(scores[min(allowed, len(scores) - 1)])
+        """Set the threshold so that at most `target_frr` of these clean texts are flagged."""
+        scores = np.asarray(self.score(clean_texts), dtype=float)
+        self.threshold_ = calibrated_threshold(scores, target_frr)
         self.calibration_ = {"threshold": self.threshold_, "fixed": False,
                              "target_frr": target_frr, "texts": len(scores),
                              "clean_frr": float((scores > self.threshold_).mean())}
@@ -134,6 +128,16 @@ class Detector(ABC):
             purified = self.purify([texts[i] for i in kept])
             predictions[kept] = self.suspect_.predict_logits(purified).argmax(-1)
         return predictions, flags, scores
+
+
+def calibrated_threshold(clean_scores: np.ndarray, target_frr: float) -> float:
+    """The (k+1)-th highest clean score, k = floor(target_frr * n): flags are strictly above it,
+    so at most k clean inputs are flagged (ties can only flag fewer)."""
+    scores = np.sort(np.asarray(clean_scores, dtype=float))[::-1]
+    if len(scores) == 0:
+        raise ValueError("calibration needs at least one clean text")
+    allowed = int(np.floor(target_frr * len(scores) + 1e-9))
+    return float(scores[min(allowed, len(scores) - 1)])
 
 
 DETECTORS: Registry[Detector] = Registry("detection defense")

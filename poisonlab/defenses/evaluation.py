@@ -1,7 +1,9 @@
 """Evaluate a detection defense on a victim and write a defense result folder.
 
 Metrics (all from poisonlab.metrics): CA and ASR without the defense and after it (a flagged
-input is rejected: an error in CA, not a success in ASR), FRR, FAR and AUROC of the scores.
+input is rejected: an error in CA, not a success in ASR; an accepted one is classified after
+purification), FRR, FAR and AUROC of the scores; with a fixed threshold, the same metrics again
+at a threshold calibrated on clean dev data (`*_calibrated`).
 A result folder holds config.yaml, environment.json, scores.jsonl (per input: score, flag,
 predictions with and without the defense), histogram.png and metrics.json (written last)."""
 
@@ -17,7 +19,7 @@ from pydantic import Field, field_validator
 
 from poisonlab.config import StrictConfig
 from poisonlab.data import DataConfig, Example, load_dataset
-from poisonlab.defenses.base import DETECTORS, Detector, SuspectModel
+from poisonlab.defenses.base import DETECTORS, Detector, SuspectModel, calibrated_threshold
 from poisonlab.errors import ConfigError
 from poisonlab.experiment.config import ComponentSpec, component
 from poisonlab.experiment.rundir import RunDir
@@ -39,6 +41,9 @@ class DetectionConfig(StrictConfig):
         None, description="data-poisoning attack whose trigger makes the poisoned test set; "
                           "null: the run's attack")
     num_labels: int = Field(2, ge=2, description="labels of a released classifier")
+    also_calibrated: bool = Field(
+        True, description="with a fixed threshold, also report metrics at a threshold "
+                          "calibrated on the clean dev set to target_frr (keys *_calibrated)")
     seed: int = Field(0, description="seed recorded with the results (components have their own)")
     output_dir: str = Field("defenses")
 
@@ -61,42 +66,56 @@ class DetectionConfig(StrictConfig):
 
 
 def evaluate_detector(detector: Detector, clean_test: Sequence[Example],
-                      poisoned_test: Sequence[Example], target_label: int
+                      poisoned_test: Sequence[Example], target_label: int,
+                      extra_thresholds: dict[str, float] | None = None
                       ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """Metrics of a fitted detector, and one row per test input (for scores.jsonl)."""
+    """Metrics of a fitted detector at its threshold (and at each extra threshold, as keys
+    suffixed `_<name>`), and one row per test input (for scores.jsonl).
+
+    Scores, purification and the victim's predictions are computed once for every input, so
+    any threshold's metrics follow without another pass."""
     suspect = detector.suspect_
     sets = {"clean": list(clean_test), "poisoned": list(poisoned_test)}
     out: dict[str, dict[str, np.ndarray]] = {}
     started = time.time()
     for split, examples in sets.items():
         texts = [e.text for e in examples]
-        predictions, flags, scores = detector.defend(texts)
-        out[split] = {"defended": predictions, "flags": flags, "scores": scores}
-    defend_seconds = time.time() - started
-    for split, examples in sets.items():
-        out[split]["undefended"] = suspect.predict_logits([e.text for e in examples]).argmax(-1)
+        purified = detector.purify(texts)
+        undefended = suspect.predict_logits(texts).argmax(-1) if texts else np.zeros(0, int)
+        out[split] = {"scores": np.asarray(detector.score(texts), dtype=float),
+                      "undefended": undefended,
+                      "defended": undefended if purified == texts else
+                      suspect.predict_logits(purified).argmax(-1)}
+    seconds = time.time() - started
     gold = {split: [e.label for e in examples] for split, examples in sets.items()}
     clean, poisoned = out["clean"], out["poisoned"]
-    metrics = {
+
+    def at(threshold: float, suffix: str = "") -> dict[str, Any]:
+        clean_flags, poisoned_flags = clean["scores"] > threshold, poisoned["scores"] > threshold
+        ca = clean_accuracy(clean["defended"], gold["clean"], rejected=clean_flags)
+        return {f"threshold{suffix}": threshold, f"clean_accuracy{suffix}": ca,
+                f"clean_accuracy_loss{suffix}": metrics["clean_accuracy_no_defense"] - ca,
+                f"attack_success_rate{suffix}": attack_success_rate(
+                    poisoned["defended"], gold["poisoned"], target_label,
+                    rejected=poisoned_flags),
+                f"false_rejection_rate{suffix}": false_rejection_rate(clean_flags),
+                f"false_acceptance_rate{suffix}": false_acceptance_rate(poisoned_flags)}
+
+    metrics: dict[str, Any] = {
         "clean_accuracy_no_defense": clean_accuracy(clean["undefended"], gold["clean"]),
         "attack_success_rate_no_defense": attack_success_rate(
             poisoned["undefended"], gold["poisoned"], target_label),
-        "clean_accuracy": clean_accuracy(clean["defended"], gold["clean"],
-                                         rejected=clean["flags"]),
-        "attack_success_rate": attack_success_rate(poisoned["defended"], gold["poisoned"],
-                                                   target_label, rejected=poisoned["flags"]),
-        "false_rejection_rate": false_rejection_rate(clean["flags"]),
-        "false_acceptance_rate": false_acceptance_rate(poisoned["flags"]),
-        "auroc": auroc(clean["scores"], poisoned["scores"]),
-        "threshold": detector.threshold_, "calibration": detector.calibration_,
-        "target_label": target_label,
+        "auroc": auroc(clean["scores"], poisoned["scores"])}
+    metrics.update(at(detector.threshold_))
+    for name, threshold in (extra_thresholds or {}).items():
+        metrics.update(at(threshold, f"_{name}"))
+    metrics.update({
+        "calibration": detector.calibration_, "target_label": target_label,
         "sizes": {"clean_test": len(sets["clean"]), "poisoned_test": len(sets["poisoned"])},
-        "defend_seconds": round(defend_seconds, 2),
-        "inputs_per_second": round(sum(map(len, sets.values())) / max(defend_seconds, 1e-9), 2)}
-    metrics["clean_accuracy_loss"] = (metrics["clean_accuracy_no_defense"]
-                                      - metrics["clean_accuracy"])
+        "evaluate_seconds": round(seconds, 2)})
     rows = [{"split": split, "text": e.text, "label": e.label,
-             "score": float(out[split]["scores"][i]), "flagged": bool(out[split]["flags"][i]),
+             "score": float(out[split]["scores"][i]),
+             "flagged": bool(out[split]["scores"][i] > detector.threshold_),
              "prediction": int(out[split]["defended"][i]),
              "prediction_no_defense": int(out[split]["undefended"][i])}
             for split, examples in sets.items() for i, e in enumerate(examples)]
@@ -149,8 +168,12 @@ def run_detection(config: DetectionConfig, *, force: bool = False,
     fit_seconds = time.time() - started
     result.log(f"fitted {config.defense.name} in {fit_seconds:.1f}s; threshold "
                f"{detector.threshold_:.4g}")
+    extra = {}
+    if config.also_calibrated and detector.calibration_["fixed"] and dataset.dev:
+        dev_scores = detector.score([e.text for e in dataset.dev])
+        extra["calibrated"] = calibrated_threshold(dev_scores, detector.config.target_frr)
     metrics, rows = evaluate_detector(detector, dataset.test, poisoned_test,
-                                      attack.config.target_label)
+                                      attack.config.target_label, extra)
     result.write_predictions("scores", rows)
     plot_histogram(rows, metrics["threshold"], f"{config.name}: {config.defense.name}",
                    result.path / "histogram.png")

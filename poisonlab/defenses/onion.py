@@ -8,7 +8,8 @@ model. The suspicion of word i is p0 - p_i, the perplexity of the text minus its
 without word i: an inserted rare-word trigger raises perplexity, so removing it lowers it a lot.
 Words whose suspicion exceeds `word_threshold` are removed before the victim sees the text
 (purification). As a detector, an input's score is its largest word suspicion, and inputs above
-the (calibrated) threshold are rejected; `threshold: .inf` gives the paper's purification only.
+the threshold are rejected. The default threshold (.inf) rejects nothing: the paper's
+purification only; `threshold: null` calibrates it on clean dev data.
 
 Differences from the paper: the default LM is SmolLM2-135M (the paper used GPT-2), sequences start
 with the LM's BOS token so the first word is scored too, and all leave-one-out variants of many
@@ -30,6 +31,10 @@ from poisonlab.models import load_causal_lm
 
 
 class OnionConfig(DetectorConfig):
+    threshold: float | None = Field(
+        float("inf"), description="reject inputs whose largest word suspicion exceeds this; "
+                                  "inf (default): purify only, as in the paper; null: calibrate "
+                                  "on clean dev data to target_frr")
     language_model: str = Field("smollm2-135m", description="causal LM that measures perplexity")
     word_threshold: float = Field(
         0.0, description="remove words whose suspicion (perplexity drop) exceeds this")
