@@ -54,7 +54,8 @@ class LabelScorer:
 
     @torch.inference_mode()
     def _score(self, prefix: str, queries: list[str]) -> np.ndarray:
-        prefix_ids = self._tokenizer(prefix, add_special_tokens=True).input_ids if prefix else []
+        # special tokens (BOS) go on the prefix only, so a zero-shot prompt still gets them
+        prefix_ids = self._tokenizer(prefix, add_special_tokens=True).input_ids
         query_ids = self._tokenizer(queries, add_special_tokens=False).input_ids
         word_ids = self.verbalizer.token_ids(self._tokenizer, self.label_prefix)
         cache = self._prefix_cache(prefix_ids) if self.use_cache and prefix_ids else None
