@@ -78,6 +78,9 @@ def test_cached_prefix_scores_equal_plain_scores(tiny, mode):
     assert cached.shape == (5, 2)
     np.testing.assert_allclose(cached, plain, atol=1e-4, rtol=0)
     np.testing.assert_allclose(cached, one_by_one, atol=1e-4, rtol=0)
+    zero_shot = [LabelScorer(tiny, verbalizer, mode=mode, use_cache=c).score("", queries)
+                 for c in (True, False)]
+    np.testing.assert_allclose(zero_shot[0], zero_shot[1], atol=1e-4, rtol=0)
 
 
 def test_template_query_stops_before_label_and_keeps_braces():
