@@ -9,6 +9,7 @@ import torch
 
 from poisonlab.attacks import build_attack
 from poisonlab.data import load_dataset
+from poisonlab.defenses import load_all
 from poisonlab.defenses import w2sdefense as w2s
 from poisonlab.defenses.repair_base import REPAIRS, build_repair
 from poisonlab.defenses.repair_pipeline import prepare_suspect, run_repair_cell
@@ -18,6 +19,8 @@ from poisonlab.experiment.pipeline import EvaluationSets, evaluate
 from poisonlab.models import load_classifier
 from poisonlab.training.losses import unlearning_loss
 from poisonlab.training.trainer import collate
+
+load_all()
 
 TEACHER = {"teacher": "tiny-bert", "teacher_training": {"epochs": 3, "learning_rate": 1e-3,
                                                         "max_length": 24}}
@@ -149,7 +152,7 @@ def test_teacher_is_frozen_during_unlearning(backdoored, monkeypatch, unlearn_pr
         unlearn_projection)
 
 
-@pytest.mark.parametrize("name", ["finetune", "w2sdefense"])
+@pytest.mark.parametrize("name", ["finetune", "w2sdefense", "nad"])
 def test_repair_lowers_the_attack_success_rate(backdoored, name):
     config, dataset, sets = backdoored
     suspect = prepare_suspect(config)
@@ -160,6 +163,16 @@ def test_repair_lowers_the_attack_success_rate(backdoored, name):
     assert before["attack_success_rate"] >= 0.75
     assert after["attack_success_rate"] <= before["attack_success_rate"] - 0.15
     assert after["clean_accuracy"] >= before["clean_accuracy"]
+
+
+def test_nad_attention_map_is_a_masked_unit_vector():
+    from poisonlab.defenses.nad import attention_map
+    hidden = torch.randn(2, 4, 3)
+    mask = torch.tensor([[1, 1, 1, 0], [1, 1, 1, 1]])
+    maps = attention_map(hidden, mask, 2.0)
+    assert maps[0, 3] == 0 and torch.allclose(maps.norm(dim=-1), torch.ones(2))
+    energy = hidden[1].pow(2).sum(-1)
+    assert torch.allclose(maps[1], energy / energy.norm())
 
 
 def test_fineprune_zeroes_the_least_active_units_and_keeps_them_pruned(backdoored):
