@@ -13,7 +13,7 @@ pruned columns would grow back)."""
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Any, Sequence
 
 import torch
 from pydantic import Field
@@ -40,10 +40,10 @@ class FinePruneConfig(RepairConfig):
 
 
 @torch.no_grad()
-def mean_ffn_activity(model: torch.nn.Module, tokenizer, texts: Sequence[str],
+def mean_ffn_activity(model: torch.nn.Module, tokenizer: Any, texts: Sequence[str],
                       modules: Sequence[torch.nn.Module], *, max_length: int,
                       batch_size: int) -> list[torch.Tensor]:
-    """Mean |activation| of every FFN unit over the real tokens of `texts`, one vector per module."""
+    """Mean |activation| of each FFN unit over the real tokens of `texts`, one vector a module."""
     ids = encode_texts(tokenizer, texts, max_length)
     pad = tokenizer.pad_token_id or 0
     sums: list[torch.Tensor | float] = [0.0] * len(modules)

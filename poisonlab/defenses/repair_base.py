@@ -18,15 +18,11 @@ from pydantic import Field, field_validator
 
 from poisonlab.config import StrictConfig
 from poisonlab.data import Example
+from poisonlab.experiment.config import component
 from poisonlab.models import LoadedModel
 from poisonlab.registry import Registry
 from poisonlab.training import TrainingConfig
 from poisonlab.tuning import TUNING_STRATEGIES, TuningStrategy, _load_all as load_strategies
-
-
-def _component(value: Any) -> Any:
-    from poisonlab.experiment.config import component
-    return component(value, "tuning")
 
 
 class RepairConfig(StrictConfig):
@@ -42,7 +38,7 @@ class RepairConfig(StrictConfig):
     @field_validator("tuning", mode="before")
     @classmethod
     def _tuning(cls, value: Any) -> Any:
-        spec = _component(value)
+        spec = component(value, "tuning")
         load_strategies()
         TUNING_STRATEGIES.make_config(spec.name, spec.params, where=f"tuning '{spec.name}'")
         return spec

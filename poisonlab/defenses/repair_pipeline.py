@@ -35,7 +35,7 @@ class RepairCellConfig(StrictConfig):
     name: str = "repair"
     output_dir: str = "runs"
     seed: int = 0
-    victim: dict[str, Any] = Field(description="run config of the suspect model (poisoned or clean)")
+    victim: dict[str, Any] = Field(description="run config of the suspect (poisoned or clean)")
     victim_name: str = Field(description="run-folder name of the suspect under victims_dir")
     victims_dir: str | None = Field(None, description="default: <output_dir>/../victims")
     defender_data: DataConfig = Field(description="train split: the defender's clean data; "
