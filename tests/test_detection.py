@@ -218,7 +218,7 @@ def test_defend_cli_on_a_run_folder_and_a_detection_study(synthetic_dir, tmp_pat
 
     study = StudyConfig(name="detect", pipeline="detection", output_dir=str(tmp_path / "studies"),
                         base={"victim": str(run.run_dir)},
-                        axes={"defense": {"strip": {"defense": {"name": "strip", "copies": 4}},
+                        axes={"victim": {"all": {}}, "defense": {"strip": {"defense": {"name": "strip", "copies": 4}},
                                           "strip-fixed": {"defense": {"name": "strip",
                                                                       "copies": 4,
                                                                       "threshold": -0.1}}}},
@@ -227,3 +227,8 @@ def test_defend_cli_on_a_run_folder_and_a_detection_study(synthetic_dir, tmp_pat
     rows = run_study(study, progress=False)
     assert [r["defense"] for r in rows] == ["strip", "strip-fixed"]
     assert "strip-fixed" in (tmp_path / "studies" / "detect" / "table.md").read_text()
+    from poisonlab.defenses.evaluation import detection_table
+    table = detection_table(study)
+    assert [(r["victim"], r["defense"]) for r in table] == [
+        ("all", "none"), ("all", "strip"), ("all", "strip-fixed"), ("all", "strip-fixed")]
+    assert "fixed" in table[2]["threshold"] and "dev FRR" in table[3]["threshold"]

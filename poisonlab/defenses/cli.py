@@ -1,6 +1,7 @@
 """`poisonlab defend VICTIM --defense NAME`: run a detection defense on a run folder or a released
-model and write a defense result folder; `poisonlab defense-histograms`: one figure of the score
-histograms of several result folders."""
+model and write a defense result folder. `poisonlab defense-table STUDY`: a detection study's
+table with "no defense" and each defense per victim. `poisonlab defense-histograms DIR...`: one
+figure of the score histograms of several result folders."""
 
 from __future__ import annotations
 
@@ -40,6 +41,16 @@ def _histograms(args: argparse.Namespace) -> int:
     return 0
 
 
+def _table(args: argparse.Namespace) -> int:
+    from poisonlab.defenses.evaluation import write_detection_table
+    from poisonlab.studies import load_study
+    from poisonlab.studies.cli import resolve_study_path
+    study = load_study(resolve_study_path(args.study))
+    path = write_detection_table(study, args.output_dir or study.folder)
+    print(path.read_text(encoding="utf-8"))
+    return 0
+
+
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "defend", help="run a detection defense (psim, onion, strip) on a victim")
@@ -61,3 +72,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     plot.add_argument("result_dirs", nargs="+", help="defense result folders")
     plot.add_argument("--output", "-o", required=True, help="PNG to write")
     plot.set_defaults(func=_histograms)
+
+    table = subparsers.add_parser(
+        "defense-table", help="detection study table: no defense and each defense per victim")
+    table.add_argument("study", help="detection study YAML or name (e.g. detection-minilm)")
+    table.add_argument("--output-dir", help="where table.md/table.csv go (default: the study "
+                       "folder)")
+    table.set_defaults(func=_table)

@@ -110,7 +110,8 @@ def evaluate_detector(detector: Detector, clean_test: Sequence[Example],
     for name, threshold in (extra_thresholds or {}).items():
         metrics.update(at(threshold, f"_{name}"))
     metrics.update({
-        "calibration": detector.calibration_, "target_label": target_label,
+        "calibration": detector.calibration_, "target_frr": detector.config.target_frr,
+        "target_label": target_label,
         "sizes": {"clean_test": len(sets["clean"]), "poisoned_test": len(sets["poisoned"])},
         "evaluate_seconds": round(seconds, 2)})
     rows = [{"split": split, "text": e.text, "label": e.label,
@@ -240,3 +241,63 @@ def histogram_grid_of(result_dirs: Sequence[str | Path], path: str | Path) -> No
     if not panels:
         raise ConfigError("no finished defense result folders to plot")
     plot_histogram_grid(panels, path)
+
+
+def _threshold_label(metrics: dict[str, Any], suffix: str) -> str:
+    threshold = metrics[f"threshold{suffix}"]
+    if threshold is None or not np.isfinite(threshold):
+        return "none (purify only)"
+    if suffix or not metrics["calibration"]["fixed"]:
+        return f"{threshold:.3g} (dev FRR {metrics['target_frr']:.0%})"
+    return f"{threshold:.3g} (fixed)"
+
+
+def detection_table(study: Any) -> list[dict[str, Any]]:
+    """One row per victim without defense, then one per defense and threshold, from the
+    finished cells of a detection study (axes: the victim first, then the defense)."""
+    from poisonlab.studies.runner import cells
+    rows: list[dict[str, Any]] = []
+    seen: set[str] = set()
+    victim_axis, *other_axes = list(study.axes)
+    for labels, config in cells(study):
+        path = Path(config["output_dir"]) / config["name"] / "metrics.json"
+        if not path.exists():
+            continue
+        metrics = json.loads(path.read_text(encoding="utf-8"))
+        victim = labels[victim_axis]
+        defense = " / ".join(labels[a] for a in other_axes)
+        if victim not in seen:
+            seen.add(victim)
+            rows.append({"victim": victim, "defense": "none", "threshold": "-",
+                         "clean_accuracy": metrics["clean_accuracy_no_defense"],
+                         "attack_success_rate": metrics["attack_success_rate_no_defense"]})
+        for suffix in ("", "_calibrated"):
+            if f"threshold{suffix}" not in metrics:
+                continue
+            rows.append({"victim": victim, "defense": defense,
+                         "threshold": _threshold_label(metrics, suffix),
+                         **{key: metrics[f"{key}{suffix}"] for key in TABLE_METRICS},
+                         "auroc": metrics["auroc"]})
+    return rows
+
+
+TABLE_METRICS = ["clean_accuracy", "attack_success_rate", "clean_accuracy_loss",
+                 "false_rejection_rate", "false_acceptance_rate"]
+TABLE_COLUMNS = ["victim", "defense", "threshold", *TABLE_METRICS, "auroc"]
+
+
+def write_detection_table(study: Any, folder: str | Path) -> Path:
+    """table.md and table.csv of `detection_table` in `folder`."""
+    from poisonlab.io import write_text
+    from poisonlab.report.tables import csv_table, markdown_table
+    rows = detection_table(study)
+    if not rows:
+        raise ConfigError(f"study '{study.name}' has no finished cells in {study.folder}")
+    folder = Path(folder)
+    percent = [*TABLE_METRICS, "auroc"]
+    header = (f"# {study.name}\n\n{study.description.strip()}\n\nValues in percent. CA and ASR "
+              "after a defense count a rejected input as an error (CA) and as a failed attack "
+              "(ASR).\n\n")
+    write_text(folder / "table.md", header + markdown_table(rows, TABLE_COLUMNS, percent))
+    write_text(folder / "table.csv", csv_table(rows, TABLE_COLUMNS))
+    return folder / "table.md"
