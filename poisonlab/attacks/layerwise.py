@@ -1,13 +1,14 @@
 """Layer-wise weight poisoning (Li et al. 2021, "Backdoor Attacks on Pre-trained Models by
 Layerwise Weight Poisoning", EMNLP).
 
-The poisoning loss is the task head's cross-entropy on EVERY layer's representation, not only the last, so shallow layers alone already map the trigger to the target and the
-backdoor survives the victim re-training the top of the network. All weights train.
+The poisoning loss is the task head's cross-entropy on EVERY layer's representation, not only
+the last, so shallow layers alone already map the trigger to the target and the backdoor survives
+the victim re-training the top of the network. All weights train.
 Differences from the paper: the trigger is any data-poisoning attack (the paper inserts
-combinations of rare words, its "combinatorial triggers", to resist detection); the layers share
-the model's own head (pooler + classifier on BERT, the last real token's score on Llama-style
-models) as in the paper; the layers' losses are averaged
-(the paper sums them: the same up to a learning-rate scale)."""
+combinations of rare words, its "combinatorial triggers", to resist detection); every layer goes
+through the model's own head (pooler + classifier on BERT, the last real token's score on
+Llama-style models), as in the paper; the layers' losses are averaged (the paper sums them: the
+same up to a learning-rate scale)."""
 
 from __future__ import annotations
 

@@ -13,6 +13,7 @@ model, with the same trigger on the test set."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any, Literal
 
@@ -124,6 +125,5 @@ def run_victim(config: VictimConfig, *, force: bool = False, progress: bool = Tr
 
 
 def _victim_record(run: RunDir) -> dict[str, Any]:
-    import json
     path = run.path / "victim.json"
     return json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
