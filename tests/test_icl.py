@@ -227,3 +227,13 @@ def test_study_runs_cells_and_writes_report(tiny, binary_dir, tmp_path, monkeypa
     paths = write_study_report(study)
     assert {p.name for p in paths} == {"study.md", "study.csv", "study.png"}
     assert (tmp_path / "out" / "study.csv").read_text().count("\n") == 5
+
+
+def test_fixed_demonstrations_are_used_as_given(tiny, binary_dir):
+    fixed = [{"text": "grim", "label": 0}, {"text": "sunny", "label": 1}, {"text": "dire", "label": 0}]
+    experiment = ICLExperiment(_config(binary_dir, demonstrations={"fixed": fixed}), tiny).prepare()
+    assert [(d.text, d.label) for d in experiment.demonstrations_] == [
+        (f["text"], f["label"]) for f in fixed]
+    with pytest.raises(ConfigError, match="not in 0..1"):
+        ICLExperiment(_config(binary_dir, demonstrations={"fixed": [{"text": "x", "label": 5}]}),
+                      tiny).prepare()
