@@ -9,7 +9,7 @@ import argparse
 import json
 from pathlib import Path
 
-from poisonlab.errors import ConfigError
+from poisonlab.errors import ConfigError, DataError
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -34,14 +34,14 @@ def _eval(args: argparse.Namespace) -> int:
 
 def _predict(args: argparse.Namespace) -> int:
     from poisonlab.io import write_jsonl
-    from poisonlab.mner.dataset import load_split, optional_path
+    from poisonlab.mner.dataset import load_split
     from poisonlab.mner.train import load_run, predict, prediction_rows
     pipe = load_run(args.run)
     images = Path(args.images) if args.images else None
     if pipe.config.model.image and images is None:
         raise ConfigError("this model has an image branch: pass --images FOLDER")
-    if images is not None:
-        optional_path(images.parent, images.name)
+    if images is not None and not images.is_dir():
+        raise DataError("image folder not found", path=images)
     split = load_split(Path(args.input), images, {}, pipe.config.model.image_size)
     rows = prediction_rows(split, predict(pipe, split))
     write_jsonl(args.out, rows)

@@ -21,6 +21,8 @@ class DataConfig(StrictConfig):
 
 class ModelConfig(StrictConfig):
     encoder: str = Field("minilm", description="builtin name, local folder or Hub id (BERT family)")
+    encoder_dropout: float | None = Field(None, ge=0, lt=1, description="override the encoder's "
+                                          "hidden and attention dropout; null keeps its own")
     image: bool = Field(True, description="use the image branch; false = text-only mode")
     image_size: int = Field(128, ge=32, description="images are resized to a square of this side")
     cnn_channels: list[int] = Field([16, 32, 64, 128, 128], min_length=5, max_length=5,

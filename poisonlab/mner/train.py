@@ -66,7 +66,10 @@ class Pipeline:
 def build_pipeline(config: MnerConfig) -> Pipeline:
     if not config.data.types:
         raise ConfigError("data.types is empty: no entity types found")
-    loaded = load_encoder(config.model.encoder, seed=config.seed)
+    dropout = config.model.encoder_dropout
+    overrides = {} if dropout is None else {"hidden_dropout_prob": dropout,
+                                            "attention_probs_dropout_prob": dropout}
+    loaded = load_encoder(config.model.encoder, seed=config.seed, **overrides)
     queries = build_queries(config.data.types, config.model.queries)
     torch.manual_seed(config.seed)
     model = MnerQG(loaded.model, config.model, len(queries))

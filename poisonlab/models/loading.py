@@ -133,11 +133,13 @@ def load_causal_lm(name: str, *, allow_pickle: bool = False, trust_remote_code: 
 
 
 def load_encoder(name: str, *, allow_pickle: bool = False, trust_remote_code: bool = False,
-                 seed: int = 0) -> LoadedModel:
-    """A bare encoder (no task head) with its tokenizer, for models that bring their own heads."""
+                 seed: int = 0, **config_overrides: Any) -> LoadedModel:
+    """A bare encoder (no task head) with its tokenizer, for models that bring their own heads.
+
+    `config_overrides` (e.g. hidden_dropout_prob=0.0) are set on the model config."""
     from transformers import AutoModel
     loaded = _load(name, AutoModel, allow_pickle=allow_pickle,
-                   trust_remote_code=trust_remote_code, seed=seed)
+                   trust_remote_code=trust_remote_code, seed=seed, **config_overrides)
     if loaded.kind != "encoder":
         raise PoisonlabError(f"model '{name}' is not an encoder")
     return loaded
