@@ -45,6 +45,7 @@ class SuspectModel:
     tokenizer: Any
     num_labels: int
     load_weights: Callable[[], LoadedModel]  # a fresh copy of the suspect weights
+    weights_id: str = ""  # names the suspect weights (what defenses may cache by)
     max_length: int = 128
     batch_size: int = 64
 
@@ -64,14 +65,14 @@ class SuspectModel:
                    lambda: load_classifier(model.name, num_labels, seed=run.config.seed,
                                            allow_pickle=model.allow_pickle,
                                            trust_remote_code=model.trust_remote_code),
-                   max_length=run.config.training.max_length, **kwargs)
+                   model.name, max_length=run.config.training.max_length, **kwargs)
 
     @classmethod
     def from_released(cls, name: str, num_labels: int = 2, **kwargs: Any) -> "SuspectModel":
         """A released classifier used as is: it is both the victim and the suspect weights."""
         loaded = load_classifier(name, num_labels)
         return cls(loaded.model, loaded.tokenizer, num_labels,
-                   lambda: load_classifier(name, num_labels), **kwargs)
+                   lambda: load_classifier(name, num_labels), name, **kwargs)
 
 
 class Detector(ABC):

@@ -253,13 +253,17 @@ def _threshold_label(metrics: dict[str, Any], suffix: str) -> str:
 
 
 def detection_table(study: Any) -> list[dict[str, Any]]:
-    """One row per victim without defense, then one per defense and threshold, from the
-    finished cells of a detection study (axes: the victim first, then the defense)."""
+    """Per victim: a row without defense, then one per defense and threshold, from the
+    finished cells of a detection study (the axis named `victim`, else the first, is the victim;
+    the others name the defense)."""
     from poisonlab.studies.runner import cells
     rows: list[dict[str, Any]] = []
     seen: set[str] = set()
-    victim_axis, *other_axes = list(study.axes)
-    for labels, config in cells(study):
+    victim_axis = "victim" if "victim" in study.axes else next(iter(study.axes))
+    other_axes = [a for a in study.axes if a != victim_axis]
+    victims = list(study.axes[victim_axis])
+    ordered = sorted(cells(study), key=lambda cell: victims.index(cell[0][victim_axis]))
+    for labels, config in ordered:
         path = Path(config["output_dir"]) / config["name"] / "metrics.json"
         if not path.exists():
             continue

@@ -57,6 +57,12 @@ def random_labels(examples: Sequence[Example], num_labels: int, seed: int) -> li
     return [Example(e.text, int(label)) for e, label in zip(examples, labels)]
 
 
+# The module depends only on the suspect weights, the defender's data and the config, so victims
+# tuned from the same release (e.g. with LoRA and with P-tuning) share one fit per process.
+_FITTED: dict[tuple, tuple[Any, Any, list]] = {}
+_FITTED_MAX = 4
+
+
 @DETECTORS.register("psim", PsimConfig)
 class Psim(Detector):
     """PSIM (Zhao et al. 2024): a PEFT module trained on random labels flags confident inputs."""
@@ -65,13 +71,19 @@ class Psim(Detector):
 
     def _fit(self, suspect: SuspectModel, clean_train: list[Example]) -> None:
         c = self.config
-        loaded = suspect.load_weights()
-        strategy = build_strategy(c.strategy, c.strategy_params)
-        self.model_ = strategy.apply(loaded)
-        self.tokenizer_ = loaded.tokenizer
-        self.history_ = train_classifier(
-            self.model_, self.tokenizer_, random_labels(clean_train, suspect.num_labels, c.seed),
-            c.training.model_copy(update={"seed": c.seed}), progress=False, description="psim")
+        key = (suspect.weights_id, suspect.num_labels, tuple(e.text for e in clean_train),
+               c.model_dump_json(exclude={"threshold", "target_frr"}))
+        if not suspect.weights_id or key not in _FITTED:
+            loaded = suspect.load_weights()
+            model = build_strategy(c.strategy, c.strategy_params).apply(loaded)
+            history = train_classifier(
+                model, loaded.tokenizer, random_labels(clean_train, suspect.num_labels, c.seed),
+                c.training.model_copy(update={"seed": c.seed}), progress=False,
+                description="psim")
+            if len(_FITTED) >= _FITTED_MAX:
+                _FITTED.pop(next(iter(_FITTED)))
+            _FITTED[key] = (model, loaded.tokenizer, history)
+        self.model_, self.tokenizer_, self.history_ = _FITTED[key]
 
     def score(self, texts: Sequence[str]) -> np.ndarray:
         """Maximum class probability of the PSIM module."""
