@@ -1,5 +1,5 @@
 """Repair defenses on tiny models: the W2SDefense loss by hand, where gradients go, a frozen
-teacher, and repairs that really lower the ASR of a backdoored tiny-llama."""
+teacher, and repairs that really weaken the backdoor of a BadNet-poisoned tiny-llama."""
 
 import math
 
@@ -16,6 +16,7 @@ from poisonlab.defenses.repair_pipeline import prepare_suspect, run_repair_cell
 from poisonlab.errors import ConfigError
 from poisonlab.experiment import load_run_config
 from poisonlab.experiment.pipeline import EvaluationSets, evaluate
+from poisonlab.metrics import flip_rate
 from poisonlab.models import load_classifier
 from poisonlab.training.losses import unlearning_loss
 from poisonlab.training.trainer import collate
@@ -27,8 +28,8 @@ TEACHER = {"teacher": "tiny-bert", "teacher_training": {"epochs": 3, "learning_r
 REPAIR = {"tuning": {"name": "lora", "r": 8, "alpha": 16},
           "training": {"epochs": 5, "batch_size": 16, "learning_rate": 1e-2, "max_length": 24}}
 VICTIM = {"name": "victim", "model": {"name": "tiny-llama"}, "tuning": {"name": "full"},
-          "attack": {"name": "badnet", "target_label": 0, "poison_rate": 0.3},
-          "training": {"epochs": 6, "batch_size": 16, "learning_rate": 3e-3, "max_length": 24},
+          "attack": {"name": "badnet", "target_label": 0, "poison_rate": 0.2},
+          "training": {"epochs": 12, "batch_size": 16, "learning_rate": 3e-3, "max_length": 24},
           "eval_every_epoch": False}
 
 
@@ -152,17 +153,27 @@ def test_teacher_is_frozen_during_unlearning(backdoored, monkeypatch, unlearn_pr
         unlearn_projection)
 
 
+def _trigger_flip_rate(model, tokenizer, sets):
+    """CA and the flip rate: of the non-target inputs the model gets right, the share the trigger
+    sends to the target (a paired measure: fixing a label bias alone cannot lower it)."""
+    metrics, predictions = evaluate(model, tokenizer, sets, 2)
+    gold = np.array([e.label for e in sets.clean_test])
+    flips = flip_rate(predictions["clean"][gold != 0], predictions["poisoned"],
+                      gold[gold != 0], sets.target_label)
+    return metrics["clean_accuracy"], flips
+
+
 @pytest.mark.parametrize("name", ["finetune", "w2sdefense", "nad"])
-def test_repair_lowers_the_attack_success_rate(backdoored, name):
+def test_repair_weakens_the_backdoor(backdoored, name):
     config, dataset, sets = backdoored
     suspect = prepare_suspect(config)
-    before, _ = evaluate(suspect.model, suspect.tokenizer, sets, 2)
+    ca_before, flips_before = _trigger_flip_rate(suspect.model, suspect.tokenizer, sets)
     params = {**REPAIR, **(TEACHER if name == "w2sdefense" else {})}
     repaired = build_repair(name, params).repair(suspect, dataset.train[:160])
-    after, _ = evaluate(repaired.model, repaired.tokenizer, sets, 2)
-    assert before["attack_success_rate"] >= 0.75
-    assert after["attack_success_rate"] <= before["attack_success_rate"] - 0.15
-    assert after["clean_accuracy"] >= before["clean_accuracy"]
+    ca_after, flips_after = _trigger_flip_rate(repaired.model, repaired.tokenizer, sets)
+    assert ca_before >= 0.9 and flips_before >= 0.75  # a real backdoor on an accurate model
+    assert flips_after <= flips_before - 0.15
+    assert ca_after >= ca_before - 0.02
 
 
 def test_nad_attention_map_is_a_masked_unit_vector():
