@@ -211,6 +211,7 @@ def test_every_repair_through_a_study_cell(backdoored, name, tmp_path):
         "repair": {"name": name, **extra},
         "repair_defaults": {**REPAIR, "training": {**REPAIR["training"], "epochs": 1}}})
     assert 0 <= metrics["clean_accuracy"] <= 1 and 0 <= metrics["attack_success_rate"] <= 1
+    assert 0 <= metrics["flip_rate"] <= 1
     assert metrics["repair"] == name and metrics["sizes"]["poisoned_test"] == len(
         sets.poisoned_test)
     from safetensors.torch import load_file

@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from pydantic import Field, field_validator
 
 from poisonlab.config import StrictConfig
@@ -22,6 +23,7 @@ from poisonlab.experiment.config import ComponentSpec, RunConfig, component
 from poisonlab.experiment.pipeline import EvaluationSets, build_attack, evaluate
 from poisonlab.experiment.restore import restore_run
 from poisonlab.experiment.rundir import RunDir
+from poisonlab.metrics import flip_rate
 from poisonlab.models import LoadedModel
 from poisonlab.registry import validate_config
 
@@ -75,6 +77,19 @@ def prepare_suspect(config: RunConfig, *, progress: bool = False) -> LoadedModel
                        config.run_dir.name)
 
 
+def _flip_rate(sets: EvaluationSets, predictions: dict[str, np.ndarray]) -> float | None:
+    """The trigger's flip rate on the same non-target inputs (ASR alone also moves when a repair
+    only fixes a label bias). Needs a trigger that applies to every input (no misses)."""
+    if "poisoned" not in predictions:
+        return None
+    gold = np.array([e.label for e in sets.clean_test])
+    keep = gold != sets.target_label
+    if keep.sum() != len(predictions["poisoned"]):
+        return None
+    return flip_rate(predictions["clean"][keep], predictions["poisoned"], gold[keep],
+                     sets.target_label)
+
+
 def run_repair_cell(raw: dict[str, Any], *, force: bool = False,
                     progress: bool = False) -> dict[str, Any]:
     from poisonlab.defenses.repair_base import REPAIRS
@@ -106,8 +121,9 @@ def run_repair_cell(raw: dict[str, Any], *, force: bool = False,
         if cell.save_weights:
             run.write_weights(repaired.trained_state, "repaired")
     repair_seconds = time.time() - started
-    metrics, _ = evaluate(model, tokenizer, sets, dataset.num_labels,
-                          **cell.evaluation.model_dump())
+    metrics, predictions = evaluate(model, tokenizer, sets, dataset.num_labels,
+                                    **cell.evaluation.model_dump())
+    metrics["flip_rate"] = _flip_rate(sets, predictions)
     run.log(f"CA {metrics['clean_accuracy']:.4f} ASR {metrics['attack_success_rate']}")
     metrics.update({
         "seed": cell.seed, "dataset": dataset.name, "victim": str(victim_config.run_dir),
