@@ -7,6 +7,7 @@ metrics.json exists are skipped, so a killed study resumes where it stopped."""
 from __future__ import annotations
 
 import copy
+import json
 import itertools
 import time
 from pathlib import Path
@@ -77,11 +78,12 @@ def cells(study: StudyConfig) -> list[tuple[dict[str, str], dict[str, Any]]]:
 
 def run_study(study: StudyConfig, *, force: bool = False, progress: bool = True,
               only: list[str] | None = None) -> list[dict[str, Any]]:
-    """Run every unfinished cell (or those whose name contains a string of `only`); return rows."""
+    """Run every unfinished cell (or those whose name contains a string of `only`); return the
+    rows of every finished cell, so a partial rerun still reports the whole study."""
     run = PIPELINES[study.pipeline]
     rows = []
-    todo = [(labels, config) for labels, config in cells(study)
-            if not only or any(o in config["name"] for o in only)]
+    selected = lambda config: not only or any(o in config["name"] for o in only)
+    todo = [(labels, config) for labels, config in cells(study) if selected(config)]
     bar = tqdm(todo, desc=study.name, disable=not progress, unit="cell")
     for labels, config in bar:
         bar.set_postfix_str(config["name"])
@@ -89,6 +91,13 @@ def run_study(study: StudyConfig, *, force: bool = False, progress: bool = True,
         metrics = run(config, force, progress)
         rows.append({**metrics, **labels, "cell": config["name"],
                      "cell_seconds": round(time.time() - started, 1)})
+    for labels, config in cells(study):
+        finished = Path(config["output_dir"]) / config["name"] / "metrics.json"
+        if not selected(config) and finished.exists():
+            rows.append({**json.loads(finished.read_text(encoding="utf-8")), **labels,
+                         "cell": config["name"]})
+    order = [config["name"] for _, config in cells(study)]
+    rows.sort(key=lambda row: order.index(row["cell"]))
     from poisonlab.studies.report import write_report
     write_report(study, rows)
     return rows
