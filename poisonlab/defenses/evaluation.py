@@ -176,7 +176,10 @@ def run_detection(config: DetectionConfig, *, force: bool = False,
     metrics, rows = evaluate_detector(detector, dataset.test, poisoned_test,
                                       attack.config.target_label, extra)
     result.write_predictions("scores", rows)
-    plot_histogram(rows, metrics["threshold"], f"{config.name}: {config.defense.name}",
+    thresholds = {"threshold": metrics["threshold"], **(
+        {"calibrated": metrics["threshold_calibrated"]} if "threshold_calibrated" in metrics
+        else {})}
+    plot_histogram(rows, thresholds, f"{config.name}: {config.defense.name}",
                    result.path / "histogram.png")
     metrics.update({"seed": config.seed, "defense": config.defense.name,
                     "victim": config.victim, "dataset": dataset.name,
@@ -192,7 +195,7 @@ def load_scores(result_dir: str | Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line]
 
 
-def _draw_histogram(ax: Any, rows: Sequence[dict[str, Any]], threshold: float,
+def _draw_histogram(ax: Any, rows: Sequence[dict[str, Any]], thresholds: dict[str, float],
                     title: str) -> None:
     clean = [r["score"] for r in rows if r["split"] == "clean"]
     poisoned = [r["score"] for r in rows if r["split"] == "poisoned"]
@@ -201,20 +204,23 @@ def _draw_histogram(ax: Any, rows: Sequence[dict[str, Any]], threshold: float,
     ax.hist(clean, bins=bins, alpha=0.6, label=f"clean (n={len(clean)})", color="tab:blue")
     ax.hist(poisoned, bins=bins, alpha=0.6, label=f"poisoned (n={len(poisoned)})",
             color="tab:red")
-    if np.isfinite(threshold):
-        ax.axvline(threshold, color="black", linestyle="--", label=f"threshold {threshold:.3g}")
+    for (name, threshold), style in zip(thresholds.items(), ("--", ":")):
+        if threshold is not None and np.isfinite(threshold):
+            ax.axvline(threshold, color="black", linestyle=style,
+                       label=f"{name} {threshold:.3g}")
     ax.set_title(title, fontsize=8)
     ax.set_xlabel("score (higher = more suspicious)", fontsize=7)
     ax.legend(fontsize=6)
 
 
-def plot_histogram(rows: Sequence[dict[str, Any]], threshold: float, title: str,
+def plot_histogram(rows: Sequence[dict[str, Any]], thresholds: dict[str, float], title: str,
                    path: str | Path) -> None:
-    """Histogram of the detector's scores on clean vs poisoned inputs, threshold marked."""
-    plot_histogram_grid([(title, rows, threshold)], path)
+    """Histogram of the detector's scores on clean vs poisoned inputs, thresholds marked."""
+    plot_histogram_grid([(title, rows, thresholds)], path)
 
 
-def plot_histogram_grid(panels: Sequence[tuple[str, Sequence[dict[str, Any]], float]],
+def plot_histogram_grid(panels: Sequence[tuple[str, Sequence[dict[str, Any]],
+                                               dict[str, float]]],
                         path: str | Path, columns: int = 4) -> None:
     import matplotlib
     matplotlib.use("Agg")
@@ -223,8 +229,8 @@ def plot_histogram_grid(panels: Sequence[tuple[str, Sequence[dict[str, Any]], fl
     lines = -(-len(panels) // columns)
     fig, axes = plt.subplots(lines, columns, figsize=(3.6 * columns, 2.8 * lines),
                              squeeze=False)
-    for ax, (title, rows, threshold) in zip(axes.flat, panels):
-        _draw_histogram(ax, rows, threshold, title)
+    for ax, (title, rows, thresholds) in zip(axes.flat, panels):
+        _draw_histogram(ax, rows, thresholds, title)
     for ax in list(axes.flat)[len(panels):]:
         ax.axis("off")
     fig.tight_layout()
@@ -233,11 +239,17 @@ def plot_histogram_grid(panels: Sequence[tuple[str, Sequence[dict[str, Any]], fl
 
 
 def histogram_grid_of(result_dirs: Sequence[str | Path], path: str | Path) -> None:
-    """One panel per defense result folder (e.g. every PSIM cell of a study)."""
+    """One panel per finished defense result folder (e.g. every PSIM cell of a study);
+    unfinished ones are skipped."""
     panels = []
     for folder in result_dirs:
+        if not (Path(folder) / "metrics.json").exists():
+            continue
         metrics = json.loads((Path(folder) / "metrics.json").read_text(encoding="utf-8"))
-        panels.append((Path(folder).name, load_scores(folder), metrics["threshold"]))
+        thresholds = {"threshold": metrics["threshold"]}
+        if "threshold_calibrated" in metrics:
+            thresholds["calibrated"] = metrics["threshold_calibrated"]
+        panels.append((Path(folder).name, load_scores(folder), thresholds))
     if not panels:
         raise ConfigError("no finished defense result folders to plot")
     plot_histogram_grid(panels, path)
