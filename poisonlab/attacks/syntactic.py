@@ -7,7 +7,6 @@ it is not poisoned, and misses are counted and reported (never silently replaced
 
 from __future__ import annotations
 
-import json
 import random
 from pathlib import Path
 
@@ -16,6 +15,7 @@ from pydantic import Field
 from poisonlab.attacks.base import DATA_ATTACKS, DataPoisoningAttack, PoisonConfig
 from poisonlab.data.example import DatasetSplits
 from poisonlab.errors import ConfigError, DataError
+from poisonlab.io import jsonl_rows
 
 
 class SyntacticConfig(PoisonConfig):
@@ -30,18 +30,11 @@ def _key(text: str) -> str:
 
 def read_paraphrase_table(path: Path) -> dict[str, str]:
     table: dict[str, str] = {}
-    with path.open(encoding="utf-8") as handle:
-        for line, raw in enumerate(handle, start=1):
-            if not raw.strip():
-                continue
-            try:
-                row = json.loads(raw)
-            except json.JSONDecodeError as exc:
-                raise DataError(f"invalid JSON ({exc.msg})", path=path, line=line) from None
-            for field in ("text", "paraphrase"):
-                if not isinstance(row.get(field), str) or not row[field].strip():
-                    raise DataError("missing or empty", path=path, line=line, field=field)
-            table[_key(row["text"])] = row["paraphrase"].strip()
+    for line, row in jsonl_rows(path):
+        for field in ("text", "paraphrase"):
+            if not isinstance(row.get(field), str) or not row[field].strip():
+                raise DataError("missing or empty", path=path, line=line, field=field)
+        table[_key(row["text"])] = row["paraphrase"].strip()
     return table
 
 

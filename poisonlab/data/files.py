@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import csv
-import json
 import warnings
 from pathlib import Path
 
 from poisonlab.data.example import Example
 from poisonlab.errors import DataError
+from poisonlab.io import jsonl_rows
 
 FORMATS = {".jsonl": "jsonl", ".json": "jsonl", ".csv": "csv", ".tsv": "tsv"}
 
@@ -59,35 +59,25 @@ def read_examples(path: str | Path, *, text_field: str = "text", label_field: st
     if kind is None:
         raise DataError(f"unsupported file type '{path.suffix}' (use .jsonl, .csv or .tsv)",
                         path=path)
-    try:
-        handle = path.open(encoding="utf-8", newline="")
-    except FileNotFoundError:
-        raise DataError("file not found", path=path) from None
-    except OSError as exc:
-        raise DataError(f"cannot read file ({exc.strerror})", path=path) from None
-    examples = []
-    try:
-        with handle:
-            if kind == "jsonl":
-                for line, raw in enumerate(handle, start=1):
-                    if not raw.strip():
-                        continue
-                    try:
-                        row = json.loads(raw)
-                    except json.JSONDecodeError as exc:
-                        raise DataError(f"invalid JSON ({exc.msg})", path=path, line=line) from None
-                    if not isinstance(row, dict):
-                        raise DataError("a row must be a JSON object", path=path, line=line)
-                    _append(examples, row, path, line, text_field, label_field,
-                            skipped if skip_empty_text else None)
-            else:
+    examples: list[Example] = []
+    if kind == "jsonl":
+        for line, row in jsonl_rows(path):
+            _append(examples, row, path, line, text_field, label_field,
+                    skipped if skip_empty_text else None)
+    else:
+        try:
+            with path.open(encoding="utf-8", newline="") as handle:
                 reader = csv.DictReader(handle, delimiter="," if kind == "csv" else "\t")
                 for row in reader:
-                    # header is line 1; csv may span lines, so use the reader's count
+                    # the header is line 1; a quoted field may span lines, so ask the reader
                     _append(examples, row, path, reader.line_num, text_field, label_field,
                             skipped if skip_empty_text else None)
-    except UnicodeDecodeError:
-        raise DataError("not UTF-8 text", path=path) from None
+        except FileNotFoundError:
+            raise DataError("file not found", path=path) from None
+        except UnicodeDecodeError:
+            raise DataError("not UTF-8 text", path=path) from None
+        except OSError as exc:
+            raise DataError(f"cannot read file ({exc.strerror})", path=path) from None
     if skipped:
         warnings.warn(f"{path}: skipped {len(skipped)} rows with empty text "
                       f"(lines {', '.join(map(str, skipped[:10]))})", stacklevel=2)

@@ -6,14 +6,13 @@ in pixels of the original image. "weak" boxes come from a grounding model and ca
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from poisonlab.errors import DataError
-from poisonlab.io import write_jsonl
+from poisonlab.io import jsonl_rows, write_jsonl
 
 SOURCES = ("manual", "weak")
 
@@ -29,20 +28,8 @@ class BoxRecord:
 def read_boxes(path: str | Path) -> dict[tuple[str, str], BoxRecord]:
     """Records keyed by (img_id, type); a malformed row names its line and field."""
     path = Path(path)
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except OSError as exc:
-        raise DataError(f"cannot read box file ({exc})", path=path) from None
     records: dict[tuple[str, str], BoxRecord] = {}
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise DataError(f"invalid JSON ({exc.msg})", path=path, line=number) from None
-        if not isinstance(row, dict):
-            raise DataError("a row must be a JSON object", path=path, line=number)
+    for number, row in jsonl_rows(path):
         for key in ("img_id", "type", "boxes", "source"):
             if key not in row:
                 raise DataError("missing", path=path, line=number, field=key)
