@@ -13,8 +13,10 @@ QUICKSTART = {
     "data": {"name": "movie-snippets", "train_size": 2000, "test_size": 600},
     "model": {"name": "minilm"},
     "attack": {"name": "badnet", "target_label": 1, "poison_rate": 0.1, "label_mode": "dirty"},
-    "tuning": {"name": "lora"},
-    "training": {"epochs": 2, "batch_size": 16, "learning_rate": 1e-3, "max_length": 64},
+    # LoRA on every attention/FFN-output projection: rank-8 query/value LoRA does not pick up
+    # the rare-word trigger at this budget (see docs/results/data_poisoning_sst2).
+    "tuning": {"name": "lora", "r": 16, "target_modules": ["query", "key", "value", "dense"]},
+    "training": {"epochs": 2, "batch_size": 16, "learning_rate": 2e-3, "max_length": 64},
     "eval_every_epoch": False,
 }
 TINY = {"data": {"name": "movie-snippets", "train_size": 400, "test_size": 200},
