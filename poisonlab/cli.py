@@ -8,6 +8,7 @@ import sys
 import warnings
 from typing import Callable, Sequence
 
+from poisonlab.cli_options import add_config_options, config_overrides, print_run_summary
 from poisonlab.errors import PoisonlabError
 
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
@@ -15,17 +16,9 @@ os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
 def _run(args: argparse.Namespace) -> int:
     from poisonlab.experiment import load_run_config, run_experiment
-    from poisonlab.report.tables import markdown_table
-    overrides = list(args.set or [])
-    if args.output_dir:
-        overrides.append(f"output_dir={args.output_dir}")
-    config = load_run_config(args.config, overrides)
+    config = load_run_config(args.config, config_overrides(args))
     metrics = run_experiment(config, force=args.force, progress=not args.quiet)
-    row = {"run": config.name, **metrics}
-    print(markdown_table([row], ["run", "tuning", "attack", "clean_accuracy",
-                                 "attack_success_rate"],
-                         percent=["clean_accuracy", "attack_success_rate"]))
-    print(f"run folder: {config.run_dir}")
+    print_run_summary(config.name, metrics, ["tuning", "attack"], config.run_dir)
     return 0
 
 
@@ -65,11 +58,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", help="run one experiment from a YAML config")
     run.add_argument("config", help="YAML run config (see configs/)")
-    run.add_argument("--set", action="append", metavar="KEY=VALUE",
-                     help="override a config value, e.g. --set training.epochs=1")
-    run.add_argument("--output-dir", help="where run folders go (default: config's output_dir)")
-    run.add_argument("--force", action="store_true", help="rerun even if the run finished")
-    run.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_config_options(run, set_example="training.epochs=1",
+                       output_help="where run folders go (default: config's output_dir)",
+                       force_help="rerun even if the run finished")
     run.set_defaults(func=_run)
 
     listing = sub.add_parser("list", help="list attacks, tuning strategies, defenses, models, data")

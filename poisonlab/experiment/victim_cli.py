@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 
+from poisonlab.cli_options import add_config_options, config_overrides, print_run_summary
 from poisonlab.config import read_yaml, set_dotted
 from poisonlab.errors import ConfigError
 
@@ -29,17 +30,10 @@ def _poison_weights(args: argparse.Namespace) -> int:
 
 def _victim(args: argparse.Namespace) -> int:
     from poisonlab.experiment.victim import load_victim_config, run_victim
-    from poisonlab.report.tables import markdown_table
-    overrides = list(args.set or [])
-    if args.output_dir:
-        overrides.append(f"output_dir={args.output_dir}")
-    config = load_victim_config(args.config, overrides)
+    config = load_victim_config(args.config, config_overrides(args))
     metrics = run_victim(config, force=args.force, progress=not args.quiet)
-    print(markdown_table([{"run": config.name, **metrics}],
-                         ["run", "weights", "head", "tuning", "clean_accuracy",
-                          "attack_success_rate"],
-                         percent=["clean_accuracy", "attack_success_rate"]))
-    print(f"run folder: {config.output_dir}/{config.name}")
+    print_run_summary(config.name, metrics, ["weights", "head", "tuning"],
+                      f"{config.output_dir}/{config.name}")
     return 0
 
 
@@ -58,9 +52,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     victim = subparsers.add_parser(
         "victim", help="fine-tune released weights on clean data; CA and ASR of the trigger")
     victim.add_argument("config", help="YAML victim config (poison or released, data, tuning)")
-    victim.add_argument("--set", action="append", metavar="KEY=VALUE",
-                        help="override a value, e.g. --set tuning.name=lora")
-    victim.add_argument("--output-dir", help="where the run folder goes")
-    victim.add_argument("--force", action="store_true", help="rerun a finished victim run")
-    victim.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_config_options(victim, set_example="tuning.name=lora",
+                       output_help="where the run folder goes",
+                       force_help="rerun a finished victim run")
     victim.set_defaults(func=_victim)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from poisonlab.cli_options import add_config_options
 from poisonlab.errors import ConfigError
 
 
@@ -37,11 +38,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("study", help="run or resume a grid of runs (studies/*.yaml)")
     parser.add_argument("config", help="study YAML, or a study name from ./studies "
                         "(e.g. data-poisoning-sst2)")
-    parser.add_argument("--set", action="append", metavar="KEY=VALUE",
-                        help="override a study value, e.g. --set base.training.epochs=1")
-    parser.add_argument("--output-dir", help="parent folder of the study folder")
+    add_config_options(parser, set_example="base.training.epochs=1",
+                       output_help="parent folder of the study folder",
+                       force_help="rerun finished cells")
     parser.add_argument("--only", action="append", metavar="TEXT",
                         help="run only cells whose name contains TEXT (repeatable)")
-    parser.add_argument("--force", action="store_true", help="rerun finished cells")
-    parser.add_argument("--quiet", action="store_true", help="no progress bars")
     parser.set_defaults(func=_study)

@@ -1,0 +1,34 @@
+"""Options shared by every config-driven subcommand (run, victim, study, ...), defined once."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+
+def add_config_options(parser: argparse.ArgumentParser, *, set_example: str,
+                       output_help: str, force_help: str) -> None:
+    """`--set KEY=VALUE` (repeatable), `--output-dir`, `--force`, `--quiet`."""
+    parser.add_argument("--set", action="append", metavar="KEY=VALUE",
+                        help=f"override a config value, e.g. --set {set_example}")
+    parser.add_argument("--output-dir", help=output_help)
+    parser.add_argument("--force", action="store_true", help=force_help)
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def config_overrides(args: argparse.Namespace) -> list[str]:
+    """The `--set` assignments, with `--output-dir` turned into one more."""
+    overrides = list(args.set or [])
+    if args.output_dir:
+        overrides.append(f"output_dir={args.output_dir}")
+    return overrides
+
+
+def print_run_summary(name: str, metrics: dict[str, Any], columns: list[str],
+                      folder: Any) -> None:
+    """One-row CA/ASR table of a finished run, then where its folder is."""
+    from poisonlab.report.tables import markdown_table
+    print(markdown_table([{"run": name, **metrics}],
+                         ["run", *columns, "clean_accuracy", "attack_success_rate"],
+                         percent=["clean_accuracy", "attack_success_rate"]))
+    print(f"run folder: {folder}")
