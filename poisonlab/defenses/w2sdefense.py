@@ -58,9 +58,6 @@ class W2SDefenseConfig(RepairConfig):
     tuning: Any = Field(
         default_factory=lambda: {"name": "lora", "r": 512, "alpha": 512},
         description="student PEFT; default LoRA r = alpha = 512 on q/v (peft's defaults)")
-    training: TrainingConfig = Field(
-        default_factory=lambda: TrainingConfig(epochs=2, learning_rate=2e-4, max_length=64),
-        description="student unlearning settings")
     teacher: str = Field("minilm", description="small model fully fine-tuned as the teacher")
     teacher_training: TrainingConfig = Field(
         default_factory=lambda: TrainingConfig(epochs=4, learning_rate=1e-4, max_length=64),

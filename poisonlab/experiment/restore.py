@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,7 +37,6 @@ def restore_run(run_dir: str | Path, num_labels: int | None = None) -> RestoredR
                                  f"(missing {name}; was save_weights false?)")
     raw = yaml.safe_load((folder / "config.yaml").read_text(encoding="utf-8"))
     config = validate_config(RunConfig, raw, where=str(folder / "config.yaml"))
-    import json
     metrics = json.loads((folder / "metrics.json").read_text(encoding="utf-8"))
     if num_labels is None:
         num_labels = len(metrics.get("per_class_accuracy") or [0, 0])
