@@ -78,8 +78,10 @@ class LeaveOneOutPerplexity:
     def _score_bucket(self, model: torch.nn.Module, texts: list[str],
                       full_ids: list[list[int]]) -> None:
         batch = _right_padded(full_ids, self.pad_id)
-        out = model(**batch, use_cache=True)
-        token_nll = _token_nll(out.logits, batch["input_ids"])  # [B, L-1]
+        out = model.base_model(**batch, use_cache=True)
+        # NLL of token t+1 given tokens <= t, per row (0 at padding)
+        token_nll = _target_nll(model, out.last_hidden_state[:, :-1], batch["input_ids"][:, 1:],
+                                batch["attention_mask"][:, 1:].bool())  # [B, L-1]
         cache = out.cache
         keys = [layer.keys for layer in cache.layers]
         values = [layer.values for layer in cache.layers]
@@ -144,18 +146,31 @@ class LeaveOneOutPerplexity:
         positions = prefix_len[:, None] + torch.arange(width_suffix)
         # the causal mask counts query positions from the cache length (width_prefix), so the
         # padded holes only need masking; position_ids carry each row's true positions (RoPE)
-        logits = model(input_ids=batch["input_ids"], attention_mask=mask, position_ids=positions,
-                       cache=cache, use_cache=True).logits
+        hidden = model.base_model(input_ids=batch["input_ids"], attention_mask=mask,
+                                  position_ids=positions, cache=cache,
+                                  use_cache=True).last_hidden_state
         target_ids = _right_padded([v[3] for v in chunk], self.pad_id)["input_ids"]
-        logp = torch.log_softmax(logits.float(), dim=-1)
-        nll = -logp.gather(-1, target_ids.unsqueeze(-1)).squeeze(-1)
         valid = torch.arange(width_suffix) < suffix_len[:, None]
-        return (nll * valid).sum(1).tolist()
+        return _target_nll(model, hidden, target_ids, valid).sum(1).tolist()
 
 
 def _right_padded(ids: Sequence[Sequence[int]], pad_id: int) -> dict[str, torch.Tensor]:
     from poisonlab.training.trainer import collate
     return collate(ids, pad_id)
+
+
+def _target_nll(model: torch.nn.Module, hidden: torch.Tensor, targets: torch.Tensor,
+                valid: torch.Tensor) -> torch.Tensor:
+    """NLL of each valid target (0 elsewhere). The LM head runs on valid positions only and
+    cross_entropy never materialises the log-softmax over the vocabulary: with a 49k-token
+    vocabulary these two dominate the memory traffic of a short-sequence forward."""
+    nll = torch.zeros(targets.shape, dtype=torch.float32)
+    logits = model.get_output_embeddings()(hidden[valid]).float()
+    cap = getattr(model.config, "final_logit_softcapping", None)  # Gemma 2 style heads
+    if cap:
+        logits = torch.tanh(logits / cap) * cap
+    nll[valid] = torch.nn.functional.cross_entropy(logits, targets[valid], reduction="none")
+    return nll
 
 
 def _token_nll(logits: torch.Tensor, input_ids: torch.Tensor) -> torch.Tensor:
