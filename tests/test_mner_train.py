@@ -2,7 +2,6 @@
 overfits 32 tweets, and the same seed gives the same metrics. Also the CLI wiring."""
 
 import argparse
-import os
 import warnings
 
 import pytest
@@ -50,11 +49,10 @@ def _train_split_metrics(config, out):
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(os.environ.get("POISONLAB_RUN_SLOW") != "1",
-                    reason="takes ~4-5 min on 2 shared cores (over the suite's budget) and reaches "
-                           "span F1 0.84-0.90 (borderline); run with POISONLAB_RUN_SLOW=1")
 def test_tiny_model_overfits_32_synthetic_tweets(synthetic32, tmp_path):
-    metrics = _train_split_metrics(_config(synthetic32, epochs=100), tmp_path / "run")
+    # 600 steps: about 60-90 s on one core; at 400 the span heads are still under the 0.5
+    # thresholds for some entities (F1 0.84, all of it recall)
+    metrics = _train_split_metrics(_config(synthetic32, epochs=150), tmp_path / "run")
     assert metrics["entities"]["micro"]["f1"] > 0.9, metrics["entities"]
     assert metrics["grounding"]["accuracy"] > 0.7, metrics["grounding"]
 
