@@ -12,7 +12,7 @@ from poisonlab.mner.cli import add_parser
 from poisonlab.mner.config import MnerConfig
 from poisonlab.mner.report import ablation_table, per_type_table
 from poisonlab.mner.synthetic import generate
-from poisonlab.mner.train import load_run, run_eval, run_training
+from poisonlab.mner.train import build_pipeline, load_run, run_eval, run_training
 
 
 @pytest.fixture(autouse=True)
@@ -94,3 +94,24 @@ def test_cli_parses_mner_subcommands():
     assert callable(args.func) and args.set == ["train.epochs=1"]
     args = parser.parse_args(["mner", "synth", "--out", "x", "--train", "5"])
     assert args.train == 5
+
+
+def test_cnn_starts_from_a_local_pretrained_backbone(synthetic32, tmp_path):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        run_training(_config(synthetic32, epochs=1), tmp_path / "donor", eval_splits=())
+    donor = load_run(tmp_path / "donor").model.cnn.state_dict()
+    config = _config(synthetic32, epochs=1)
+    config.data.types = ["LOC", "ORG", "OTHER", "PER"]
+    fresh = build_pipeline(config).model.cnn.state_dict()
+    assert not torch.equal(fresh["stages.0.0.weight"], donor["stages.0.0.weight"])
+    config.model.cnn_weights = str(tmp_path / "donor" / "model.safetensors")
+    started = build_pipeline(config).model.cnn.state_dict()
+    assert all(torch.equal(started[name], donor[name]) for name in donor)
+
+    config.model.cnn_channels = [8, 16, 32, 32, 32]
+    with pytest.raises(ConfigError, match="does not fit"):
+        build_pipeline(config)
+    config.model.cnn_weights = str(tmp_path / "missing.safetensors")
+    with pytest.raises(ConfigError, match="no such file"):
+        build_pipeline(config)

@@ -28,6 +28,9 @@ class ModelConfig(StrictConfig):
     cnn_channels: list[int] = Field([16, 32, 64, 128, 128], min_length=5, max_length=5,
                                     description="channels of the 5 stride-2 CNN stages; the last "
                                                 "three (strides 8/16/32) are the grounding scales")
+    cnn_weights: str | None = Field(
+        None, description="local safetensors file to start the CNN from: a SmallCNN state dict "
+                          "or an MNER run's model.safetensors (its cnn.* tensors); null: random")
     fusion_dim: int = Field(128, ge=8)
     fusion_heads: int = Field(4, ge=1)
     max_length: int = Field(128, ge=16, description="query + tweet subword tokens")

@@ -39,6 +39,7 @@ from poisonlab.mner.model import MnerQG
 from poisonlab.mner.queries import build_queries
 from poisonlab.mner.scorer import entity_scores, grounding_accuracy
 from poisonlab.mner.spans import spans_to_tags
+from poisonlab.mner.visual import load_pretrained
 from poisonlab.models.loading import load_encoder
 
 METRICS_VERSION = "mner-entity-f1/conlleval-orphan-v1; acc@0.5/iou>0.5-any-gold-v1"
@@ -63,7 +64,9 @@ class Pipeline:
     types: list[str]
 
 
-def build_pipeline(config: MnerConfig) -> Pipeline:
+def build_pipeline(config: MnerConfig, *, pretrained: bool = True) -> Pipeline:
+    """The model, query encoder and anchors of a config; `pretrained` loads `model.cnn_weights`
+    (off when a run's own weights are about to be loaded)."""
     if not config.data.types:
         raise ConfigError("data.types is empty: no entity types found")
     dropout = config.model.encoder_dropout
@@ -73,6 +76,8 @@ def build_pipeline(config: MnerConfig) -> Pipeline:
     queries = build_queries(config.data.types, config.model.queries)
     torch.manual_seed(config.seed)
     model = MnerQG(loaded.model, config.model, len(queries))
+    if pretrained and config.model.image and config.model.cnn_weights:
+        load_pretrained(model.cnn, config.model.cnn_weights)
     encoder = QueryEncoder(loaded.tokenizer, queries, config.model.max_length)
     return Pipeline(config, model, encoder, AnchorGrid(config.model.image_size), list(queries))
 
@@ -227,7 +232,7 @@ def load_run(run_dir: str | Path) -> Pipeline:
         if not (run_dir / name).is_file():
             raise ConfigError(f"{run_dir} is not an MNER run folder (no {name})")
     config = MnerConfig.model_validate(yaml.safe_load((run_dir / "config.yaml").read_text()))
-    pipe = build_pipeline(config)
+    pipe = build_pipeline(config, pretrained=False)
     pipe.model.load_state_dict(load_file(str(run_dir / "model.safetensors")))
     pipe.model.eval()
     return pipe
