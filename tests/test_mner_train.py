@@ -115,3 +115,44 @@ def test_cnn_starts_from_a_local_pretrained_backbone(synthetic32, tmp_path):
     config.model.cnn_weights = str(tmp_path / "missing.safetensors")
     with pytest.raises(ConfigError, match="no such file"):
         build_pipeline(config)
+
+
+def test_killed_training_resumes_to_the_same_weights(synthetic32, tmp_path, monkeypatch):
+    from safetensors.torch import load_file
+    import poisonlab.mner.train as train_module
+    config = _config(synthetic32, epochs=3, checkpoint_every=5)  # 12 steps, kill at step 8
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        straight = run_training(config, tmp_path / "straight", eval_splits=("test",))
+        real_make_batch, calls = train_module.make_batch, []
+
+        def killed_at_step_8(*args, **kwargs):
+            calls.append(1)
+            if len(calls) == 9:
+                raise KeyboardInterrupt
+            return real_make_batch(*args, **kwargs)
+        monkeypatch.setattr(train_module, "make_batch", killed_at_step_8)
+        with pytest.raises(KeyboardInterrupt):
+            run_training(config, tmp_path / "killed", eval_splits=("test",))
+        assert (tmp_path / "killed" / "checkpoint.safetensors").is_file()
+        resumed_calls = []
+
+        def counted(*args, **kwargs):
+            resumed_calls.append(1)
+            return real_make_batch(*args, **kwargs)
+        monkeypatch.setattr(train_module, "make_batch", counted)
+        resumed = run_training(config, tmp_path / "killed", eval_splits=("test",))
+    assert len(resumed_calls) == 7 + 1  # steps 5..11 from the step-5 checkpoint, then the test batch
+    assert resumed["test"] == straight["test"]
+    a, b = (load_file(str(tmp_path / name / "model.safetensors")) for name in ("straight", "killed"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert not (tmp_path / "killed" / "checkpoint.safetensors").exists()
+
+    config.train.lr = 1e-3  # a different config must not silently resume a stale checkpoint
+    monkeypatch.setattr(train_module, "make_batch", killed_at_step_8)
+    calls.clear()
+    with pytest.raises(KeyboardInterrupt), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        run_training(_config(synthetic32, epochs=3, checkpoint_every=5), tmp_path / "other")
+    with pytest.raises(ConfigError, match="different config"):
+        run_training(config, tmp_path / "other")

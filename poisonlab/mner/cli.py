@@ -14,11 +14,14 @@ from poisonlab.errors import ConfigError, DataError
 
 def _train(args: argparse.Namespace) -> int:
     from poisonlab.mner.config import load_config
+    from poisonlab.mner.checkpoint import remove_checkpoint
     from poisonlab.mner.train import run_training
     config = load_config(args.config, args.set or [])
     out = Path(args.out or Path("runs/mner") / Path(args.config).stem)
     if (out / "metrics.json").exists() and not args.force:
         raise ConfigError(f"{out} already holds a finished run (metrics.json); pass --force or --out")
+    if args.force:
+        remove_checkpoint(out)  # otherwise an interrupted run resumes from its checkpoint
     metrics = run_training(config, out, tuple(args.eval_splits))
     print(json.dumps({split: metrics[split] for split in args.eval_splits}, indent=1))
     print(f"run folder: {out}")
@@ -75,7 +78,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     train.add_argument("--set", action="append", metavar="KEY=VALUE",
                        help="override a config value, e.g. --set train.epochs=1 (repeatable)")
     train.add_argument("--eval-splits", nargs="+", default=["test"], choices=["valid", "test"])
-    train.add_argument("--force", action="store_true", help="overwrite a finished run")
+    train.add_argument("--force", action="store_true",
+                       help="start over: overwrite a finished run and drop its checkpoint "
+                            "(without it an interrupted run resumes)")
     train.set_defaults(func=_train)
 
     evaluate = commands.add_parser("eval", help="evaluate a run folder's model on a split")

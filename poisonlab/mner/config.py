@@ -56,6 +56,8 @@ class TrainConfig(StrictConfig):
     warmup: float = Field(0.1, ge=0, le=1)
     grad_clip: float = 1.0
     eval_batch_size: int = 32
+    checkpoint_every: int = Field(200, ge=0, description="steps between resumable checkpoints "
+                                                         "in the run folder; 0: none")
 
 
 class DecodeConfig(StrictConfig):

@@ -26,6 +26,7 @@ from tqdm import tqdm
 from poisonlab.errors import ConfigError
 from poisonlab.io import atomic_write, write_json, write_jsonl, write_text
 from poisonlab.mner.anchors import AnchorGrid
+from poisonlab.mner.checkpoint import Progress, load_checkpoint, remove_checkpoint, save_checkpoint
 from poisonlab.mner.config import MnerConfig
 from poisonlab.mner.conll import entity_types
 from poisonlab.mner.dataset import (MnerSplit, load_boxes, load_split, optional_path, read_conll,
@@ -140,7 +141,9 @@ def _optimizer(pipe: Pipeline, total_steps: int) -> tuple[torch.optim.Optimizer,
     return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
-def fit(pipe: Pipeline, train: MnerSplit, log_path: Path | None = None) -> list[dict[str, float]]:
+def fit(pipe: Pipeline, train: MnerSplit, out_dir: Path | None = None) -> list[dict[str, float]]:
+    """Train; with `out_dir`, write train_log.jsonl there and keep a resumable checkpoint every
+    `train.checkpoint_every` steps (a rerun of the same config resumes from it)."""
     cfg = pipe.config
     batch_size = cfg.train.batch_size
     steps_per_epoch = math.ceil(len(train) / batch_size)
@@ -148,14 +151,19 @@ def fit(pipe: Pipeline, train: MnerSplit, log_path: Path | None = None) -> list[
     optimizer, scheduler = _optimizer(pipe, total_steps)
     generator = torch.Generator().manual_seed(cfg.seed)
     torch.manual_seed(cfg.seed)
-    log: list[dict[str, float]] = []
+    config_key = json.dumps(cfg.model_dump(mode="json"), sort_keys=True)
+    progress = None
+    if out_dir is not None:
+        progress = load_checkpoint(out_dir, config_key, pipe.model, optimizer, scheduler,
+                                   generator)
+    progress = progress or Progress()
     pipe.model.train()
-    order: list[int] = []
-    for step in tqdm(range(total_steps), desc="mner train", mininterval=10, ascii=True):
+    for step in tqdm(range(progress.step, total_steps), desc="mner train", mininterval=10,
+                     ascii=True, initial=progress.step, total=total_steps):
         if step % steps_per_epoch == 0:
-            order = torch.randperm(len(train), generator=generator).tolist()
+            progress.order = torch.randperm(len(train), generator=generator).tolist()
         offset = (step % steps_per_epoch) * batch_size
-        batch = make_batch(pipe, train, order[offset:offset + batch_size])
+        batch = make_batch(pipe, train, progress.order[offset:offset + batch_size])
         output = pipe.model(batch.text, batch.images)
         losses = mner_loss(output, batch.spans, batch.text.word_mask, batch.grounding, cfg.loss)
         optimizer.zero_grad()
@@ -164,11 +172,16 @@ def fit(pipe: Pipeline, train: MnerSplit, log_path: Path | None = None) -> list[
         optimizer.step()
         scheduler.step()
         if step % 20 == 0 or step == total_steps - 1:
-            log.append({"step": step, **{k: round(v.item(), 5) for k, v in losses.items()}})
+            progress.log.append({"step": step, **{k: round(v.item(), 5) for k, v in losses.items()}})
+        every = cfg.train.checkpoint_every
+        if out_dir is not None and every and (step + 1) % every == 0 and step + 1 < total_steps:
+            progress.step = step + 1
+            save_checkpoint(out_dir, config_key, pipe.model, optimizer, scheduler, generator,
+                            progress)
     pipe.model.eval()
-    if log_path is not None:
-        write_jsonl(log_path, log)
-    return log
+    if out_dir is not None:
+        write_jsonl(out_dir / "train_log.jsonl", progress.log)
+    return progress.log
 
 
 @torch.no_grad()
@@ -258,9 +271,10 @@ def run_training(config: MnerConfig, out_dir: str | Path, eval_splits: tuple[str
     pipe = build_pipeline(config)
     write_text(out_dir / "config.yaml", yaml.safe_dump(config.model_dump(), sort_keys=False))
     write_json(out_dir / "environment.json", environment(config))
-    fit(pipe, data["train"], out_dir / "train_log.jsonl")
+    fit(pipe, data["train"], out_dir)
     train_seconds = time.time() - begin
     save_model(pipe, out_dir / "model.safetensors")
+    remove_checkpoint(out_dir)
     metrics: dict[str, Any] = {"metrics_version": METRICS_VERSION, "seed": config.seed,
                                "train_tweets": len(data["train"]), "epochs": config.train.epochs,
                                "train_seconds": round(train_seconds, 1)}
