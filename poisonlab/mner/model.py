@@ -117,7 +117,9 @@ class MnerQG(nn.Module):
         per_tweet = text.input_ids.shape[0] // images.shape[0]
         maps = [proj(m) for proj, m in zip(self.map_projections, self.cnn(images))]
         maps = [m.repeat_interleave(per_tweet, dim=0) for m in maps]  # CNN ran once per tweet
-        fused_text, fused_maps = self.fusion(self.text_projection(hidden), text.attention_mask == 0,
+        # The text encoder is trained by the span and existence losses only: with gradients from
+        # the grounding loss through here, the synthetic set's F1 fell from 73.8 to 51.8.
+        fused_text, fused_maps = self.fusion(self.text_projection(hidden.detach()), text.attention_mask == 0,
                                              maps)
         query = masked_mean(fused_text, text.query_mask) + self.text_projection(
             self.query_embedding(text.query_index))
