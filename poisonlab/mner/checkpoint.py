@@ -2,9 +2,8 @@
 moments, the scheduler, the current epoch's tweet order, the loss log and both random generators
 (the shuffling one and torch's global one, which drives dropout) are written atomically to one
 file, `checkpoint.safetensors` (the non-tensor state is JSON in its metadata, so tensors and
-state can never come from two different steps). A killed run started again
-with the same config resumes at the last checkpoint and ends with the same weights as an
-uninterrupted run. Checkpoints hold safetensors and JSON only, never pickle."""
+state can never come from two different steps). A killed run started again with the same config
+resumes at the last checkpoint and ends with the same weights as an uninterrupted run. Checkpoints hold safetensors and JSON only, never pickle."""
 
 from __future__ import annotations
 

@@ -55,7 +55,7 @@ def load_pretrained(cnn: SmallCNN, path: str | Path) -> None:
         state = {name[4:]: value for name, value in state.items() if name.startswith("cnn.")}
     try:
         cnn.load_state_dict(state)
-    except RuntimeError as exc:
-        reason = str(exc).splitlines()[1].strip() if len(str(exc).splitlines()) > 1 else str(exc)
+    except RuntimeError as exc:  # torch's message: a header line, then one line per mismatch
+        reason = str(exc).splitlines()[-1].strip()
         raise ConfigError(f"model.cnn_weights: {path}: does not fit a CNN with model.cnn_channels "
                           f"{cnn.channels} ({reason})") from None
