@@ -79,6 +79,19 @@ def test_text_only_mode_has_no_image_branch(synthetic32, tmp_path):
     assert not hasattr(load_run(tmp_path / "text").model, "cnn")
 
 
+def test_weights_that_do_not_fit_the_config_are_a_clear_error(synthetic32, tmp_path):
+    from safetensors.torch import load_file, save_file
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        run_training(_config(synthetic32, epochs=0.25), tmp_path / "run", eval_splits=())
+    weights = tmp_path / "run" / "model.safetensors"
+    state = load_file(str(weights))
+    del state["no_region_head.bias"]
+    save_file(state, str(weights))
+    with pytest.raises(ConfigError, match="no_region_head.bias"):
+        load_run(tmp_path / "run")
+
+
 def test_image_model_without_images_is_a_config_error(synthetic32, tmp_path):
     config = _config(synthetic32, epochs=1)
     config.data.images = None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 
@@ -33,6 +34,9 @@ class ModelConfig(StrictConfig):
                           "or an MNER run's model.safetensors (its cnn.* tensors); null: random")
     fusion_dim: int = Field(128, ge=8)
     fusion_heads: int = Field(4, ge=1)
+    visual_evidence: Literal["grounded", "max"] = Field(
+        "grounded", description="what the NER heads read from the image: the fused cells pooled "
+                                "under the grounding confidence, or the per-channel max over cells")
     max_length: int = Field(128, ge=16, description="query + tweet subword tokens")
     max_span_words: int = Field(10, ge=1, description="longest span the match head scores")
     queries: dict[str, str] | None = Field(None, description="override the query of a type")
@@ -45,6 +49,9 @@ class LossConfig(StrictConfig):
     existence: float = 0.5
     grounding: float = Field(1.0, description="0 disables the grounding loss (ablation)")
     weak_box_weight: float = Field(0.5, ge=0, description="grounding loss weight of weak boxes")
+    no_box_means_absent: bool = Field(
+        False, description="train a (tweet, type) with a real image and no box to ground to 'no "
+                           "region'; set it only when every visible entity is boxed (synthetic set)")
 
 
 class TrainConfig(StrictConfig):

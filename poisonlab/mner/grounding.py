@@ -1,7 +1,9 @@
 """Grounding targets for a batch and the query's predicted box.
 
 A (tweet, type) row with boxes gets one assignment per box (anchors.AnchorGrid.assign); the row's
-weight is 1 for manual boxes and `weak_box_weight` for weak ones. The predicted box of a row is the
+weight is 1 for manual boxes and `weak_box_weight` for weak ones. A row known to have no region of
+its type ("absent", with `loss.no_box_means_absent`) is trained towards the model's no-region logit,
+the counterpart of SQuAD 2.0's no-answer option. The predicted box of a row is the
 highest-confidence anchor over all cells of all three scales."""
 
 from __future__ import annotations
@@ -22,13 +24,16 @@ class GroundingTargets:
     cell_x: torch.Tensor   # [A]
     offsets: torch.Tensor  # [A, 4] tx, ty (in [0, 1)), tw, th
     weight: torch.Tensor   # [A] the row's box-source weight
+    absent: torch.Tensor   # [N] rows whose type has no region in their image
 
     def __len__(self) -> int:
         return len(self.row)
 
 
-def build_targets(grid: AnchorGrid, row_boxes: dict[int, tuple[torch.Tensor, float]]) -> GroundingTargets:
-    """`row_boxes`: row -> (xyxy boxes [n, 4] in input pixels, weight)."""
+def build_targets(grid: AnchorGrid, row_boxes: dict[int, tuple[torch.Tensor, float]],
+                  absent: list[int] = ()) -> GroundingTargets:
+    """`row_boxes`: row -> (xyxy boxes [n, 4] in input pixels, weight); `absent`: rows whose type
+    has no region in the image."""
     fields: list[list] = [[] for _ in range(7)]
     for row, (boxes, weight) in sorted(row_boxes.items()):
         for box in boxes:
@@ -37,12 +42,25 @@ def build_targets(grid: AnchorGrid, row_boxes: dict[int, tuple[torch.Tensor, flo
                 store.append(value)
     longs = [torch.tensor(f, dtype=torch.long) for f in fields[:5]]
     offsets = torch.stack(fields[5]) if fields[5] else torch.zeros(0, 4)
-    return GroundingTargets(*longs, offsets, torch.tensor(fields[6], dtype=torch.float32))
+    return GroundingTargets(*longs, offsets, torch.tensor(fields[6], dtype=torch.float32),
+                            torch.tensor(sorted(absent), dtype=torch.long))
 
 
 def flat_confidence(grounding: list[torch.Tensor]) -> torch.Tensor:
     """Confidence logits of every (scale, anchor, cell) as [R, total], scales concatenated."""
     return torch.cat([g[:, :, 4].flatten(1) for g in grounding], dim=1)
+
+
+def grounded_features(grounding: list[torch.Tensor], no_region: torch.Tensor,
+                      maps: list[torch.Tensor]) -> torch.Tensor:
+    """The fused cell features weighted by the grounding head's confidence (softmax over every
+    anchor, cell and scale and the no-region logit: the distribution the confidence loss trains),
+    [R, d]; near zero when the query finds no region. This is how the grounding loss reaches the
+    NER heads: they read the region the query is grounded to."""
+    per_cell = torch.cat([g[:, :, 4].logsumexp(1).flatten(1) for g in grounding], dim=1)
+    weights = torch.cat([per_cell, no_region.unsqueeze(1)], dim=1).softmax(1)[:, :-1]
+    cells = torch.cat([m.flatten(2) for m in maps], dim=2)
+    return torch.einsum("rc,rdc->rd", weights, cells)
 
 
 def flat_index(grounding: list[torch.Tensor], scale: torch.Tensor, anchor: torch.Tensor,

@@ -6,7 +6,8 @@
 - existence: BCE of "the tweet holds an entity of the queried type";
 - grounding (FAOA): MSE of the assigned anchor's offsets (sigmoid x, y; raw log w, h) plus a
   cross-entropy that makes the assigned anchor the most confident of all anchors at all scales
-  (soft target spread over a row's boxes). Each row is weighted by its box source."""
+  (soft target spread over a row's boxes); a row whose type is absent from the image makes the
+  no-region logit the most confident instead. Box rows are weighted by their box source."""
 
 from __future__ import annotations
 
@@ -46,19 +47,23 @@ def regression_loss(grounding: list[torch.Tensor], targets: GroundingTargets) ->
     return (weights * losses).sum() / len(losses)
 
 
-def confidence_loss(grounding: list[torch.Tensor], targets: GroundingTargets) -> torch.Tensor:
-    if len(targets) == 0:
+def confidence_loss(grounding: list[torch.Tensor], no_region: torch.Tensor,
+                    targets: GroundingTargets) -> torch.Tensor:
+    """Cross-entropy over [every anchor of every cell and scale, no region], averaged over the
+    rows with boxes (weighted by box source) and the absent rows."""
+    if len(targets) + len(targets.absent) == 0:
         return grounding[0].sum() * 0
-    logits = flat_confidence(grounding)
+    log_probs = torch.cat([flat_confidence(grounding), no_region.unsqueeze(1)], dim=1).log_softmax(1)
     rows, inverse = targets.row.unique(return_inverse=True)
-    soft = torch.zeros(len(rows), logits.shape[1])
+    soft = torch.zeros(len(rows), log_probs.shape[1])
     index = flat_index(grounding, targets.scale, targets.anchor, targets.cell_y, targets.cell_x)
     soft.index_put_((inverse, index), torch.ones(len(index)), accumulate=True)
-    soft = soft / soft.sum(1, keepdim=True)
+    soft = soft / soft.sum(1, keepdim=True).clamp(min=1)
     weight = torch.zeros(len(rows)).scatter_reduce(0, inverse, targets.weight, "amax",
                                                    include_self=False)
-    per_row = -(soft * logits[rows].log_softmax(1)).sum(1)
-    return (weight * per_row).sum() / len(rows)
+    boxed = (weight * -(soft * log_probs[rows]).sum(1)).sum()
+    absent = -log_probs[targets.absent, -1].sum()
+    return (boxed + absent) / (len(rows) + len(targets.absent))
 
 
 def mner_loss(output: MnerOutput, targets: SpanTargets, word_mask: torch.Tensor,
@@ -76,6 +81,6 @@ def mner_loss(output: MnerOutput, targets: SpanTargets, word_mask: torch.Tensor,
     parts = {"start": start, "end": end, "match": match, "existence": exists}
     if output.grounding is not None and grounding_targets is not None and weights.grounding > 0:
         parts["grounding"] = (regression_loss(output.grounding, grounding_targets)
-                              + confidence_loss(output.grounding, grounding_targets))
+                              + confidence_loss(output.grounding, output.no_region, grounding_targets))
     parts["total"] = sum(getattr(weights, name) * value for name, value in parts.items())
     return parts

@@ -15,6 +15,7 @@ from poisonlab.mner.anchors import ANCHORS_PER_SCALE
 from poisonlab.mner.config import ModelConfig
 from poisonlab.mner.encoding import TextBatch
 from poisonlab.mner.fusion import MultiScaleFusion
+from poisonlab.mner.grounding import grounded_features
 from poisonlab.mner.visual import SmallCNN
 
 COORD_CHANNELS = 8
@@ -27,6 +28,7 @@ class MnerOutput:
     match: torch.Tensor              # [R, W, S] span (i, i + s)
     exists: torch.Tensor             # [R]
     grounding: list[torch.Tensor] | None  # per scale [R, anchors, 5, h, w]: tx, ty, tw, th, conf
+    no_region: torch.Tensor | None = None  # [R] logit of "no region of the queried type"
 
 
 def coordinate_map(size: int, device: torch.device) -> torch.Tensor:
@@ -108,12 +110,14 @@ class MnerQG(nn.Module):
             nn.init.zeros_(self.back_projection.weight)  # starts as the text-only model
             nn.init.zeros_(self.back_projection.bias)
             self.grounding_head = GroundingHead(dim)
+            self.no_region_head = nn.Linear(dim, 1)
             self.visual_to_query = nn.Linear(dim, hidden)
 
     def _image_branch(self, hidden: torch.Tensor, text: TextBatch, images: torch.Tensor
-                      ) -> tuple[torch.Tensor, list[torch.Tensor], torch.Tensor]:
-        """Fused encoder states, grounding outputs per scale, and per row the strongest
-        query-aware cell of each scale (averaged): "is the queried type's region in the picture"."""
+                      ) -> tuple[torch.Tensor, list[torch.Tensor], torch.Tensor, torch.Tensor]:
+        """Fused encoder states, grounding outputs per scale, no-region logits, and per row the
+        visual evidence for the queried type (`visual_evidence`: the grounded region, or each
+        scale's strongest cell)."""
         per_tweet = text.input_ids.shape[0] // images.shape[0]
         maps = [proj(m) for proj, m in zip(self.map_projections, self.cnn(images))]
         maps = [m.repeat_interleave(per_tweet, dim=0) for m in maps]  # CNN ran once per tweet
@@ -124,19 +128,23 @@ class MnerQG(nn.Module):
         query = masked_mean(fused_text, text.query_mask) + self.text_projection(
             self.query_embedding(text.query_index))
         grounding = [self.grounding_head(m, query) for m in fused_maps]
-        visual = torch.stack([m.amax(dim=(2, 3)) for m in fused_maps]).mean(0)
-        return hidden + self.back_projection(fused_text), grounding, visual
+        no_region = self.no_region_head(query).squeeze(-1)
+        if self.config.visual_evidence == "grounded":
+            visual = grounded_features(grounding, no_region, fused_maps)
+        else:
+            visual = torch.stack([m.amax(dim=(2, 3)) for m in fused_maps]).mean(0)
+        return hidden + self.back_projection(fused_text), grounding, no_region, visual
 
     def forward(self, text: TextBatch, images: torch.Tensor | None = None) -> MnerOutput:
         """`images` [B, 3, S, S] normalised, one per tweet; text rows are B x n_queries."""
         hidden = self.encoder(input_ids=text.input_ids, attention_mask=text.attention_mask,
                               token_type_ids=text.token_type_ids).last_hidden_state
         query = self.query_embedding(text.query_index)
-        grounding = None
+        grounding = no_region = None
         if self.config.image:
             if images is None:
                 raise ValueError("this model has an image branch: pass images")
-            hidden, grounding, visual = self._image_branch(hidden, text, images)
+            hidden, grounding, no_region, visual = self._image_branch(hidden, text, images)
             query = query + self.visual_to_query(visual)
         query = (query + masked_mean(hidden, text.query_mask)).unsqueeze(1)
         words = torch.gather(hidden, 1, text.word_pos.unsqueeze(-1).expand(-1, -1, hidden.shape[-1]))
@@ -147,4 +155,4 @@ class MnerQG(nn.Module):
         pooled = words.masked_fill(~text.word_mask.unsqueeze(-1), -1e4).max(dim=1).values
         exists = self.exists_head(torch.cat([hidden[:, 0], pooled], dim=-1)).squeeze(-1)
         return MnerOutput(self.start_head(words).squeeze(-1), self.end_head(words).squeeze(-1),
-                          self.matcher(words), exists, grounding)
+                          self.matcher(words), exists, grounding, no_region)

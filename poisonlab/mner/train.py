@@ -92,6 +92,7 @@ def make_batch(pipe: Pipeline, split: MnerSplit, indices: list[int]) -> Batch:
         return Batch(text, None, spans, None)
     size = cfg.model.image_size
     row_boxes: dict[int, tuple[torch.Tensor, float]] = {}
+    absent: list[int] = []
     for b, i in enumerate(indices):
         if split.sizes[i] is None:
             continue  # placeholder image: its boxes cannot be trusted
@@ -102,7 +103,10 @@ def make_batch(pipe: Pipeline, split: MnerSplit, indices: list[int]) -> Batch:
             if record is not None and record.boxes:
                 weight = 1.0 if record.source == "manual" else cfg.loss.weak_box_weight
                 row_boxes[b * len(pipe.types) + k] = (torch.tensor(record.boxes) * scale, weight)
-    return Batch(text, normalise(split.images[indices]), spans, build_targets(pipe.grid, row_boxes))
+            elif cfg.loss.no_box_means_absent:
+                absent.append(b * len(pipe.types) + k)
+    return Batch(text, normalise(split.images[indices]), spans,
+                 build_targets(pipe.grid, row_boxes, absent))
 
 
 def load_data(config: MnerConfig, splits: tuple[str, ...]) -> dict[str, MnerSplit]:
@@ -246,7 +250,12 @@ def load_run(run_dir: str | Path) -> Pipeline:
             raise ConfigError(f"{run_dir} is not an MNER run folder (no {name})")
     config = MnerConfig.model_validate(yaml.safe_load((run_dir / "config.yaml").read_text()))
     pipe = build_pipeline(config, pretrained=False)
-    pipe.model.load_state_dict(load_file(str(run_dir / "model.safetensors")))
+    try:
+        pipe.model.load_state_dict(load_file(str(run_dir / "model.safetensors")))
+    except RuntimeError as exc:  # missing / unexpected / misshaped tensors
+        reason = str(exc).splitlines()[1].strip() if "\n" in str(exc) else str(exc)
+        raise ConfigError(f"{run_dir / 'model.safetensors'} does not fit the model its config.yaml "
+                          f"describes (written by another poisonlab version?): {reason}") from None
     pipe.model.eval()
     return pipe
 
