@@ -92,6 +92,22 @@ def test_weights_that_do_not_fit_the_config_are_a_clear_error(synthetic32, tmp_p
         load_run(tmp_path / "run")
 
 
+def test_threshold_sweep_matches_eval_at_each_threshold(synthetic32, tmp_path):
+    from poisonlab.mner.thresholds import sweep_thresholds
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        run_training(_config(synthetic32, epochs=20), tmp_path / "run", eval_splits=())
+        sweep = sweep_thresholds(tmp_path / "run", "train", (0.02, 0.5))
+        for row in sweep["sweep"]:
+            micro = run_eval(tmp_path / "run", "train", threshold=row["threshold"])["train"]
+            assert micro["entities"]["micro"]["f1"] == row["f1"]
+    low, high = sweep["sweep"]
+    assert low["recall"] > high["recall"]  # a lower threshold admits more spans
+    assert (tmp_path / "run" / "thresholds_train.json").is_file()
+    with pytest.raises(ConfigError, match="outside"):
+        run_eval(tmp_path / "run", "valid", threshold=1.0)
+
+
 def test_image_model_without_images_is_a_config_error(synthetic32, tmp_path):
     config = _config(synthetic32, epochs=1)
     config.data.images = None

@@ -1,4 +1,4 @@
-"""`poisonlab mner train | eval | predict | synth | report`: the MNER-QG subcommands.
+"""`poisonlab mner train | eval | thresholds | predict | synth | report`: the MNER-QG subcommands.
 
 The main CLI calls `add_parser(subparsers)`; each handler takes the argparse namespace and returns
 an exit code; user mistakes raise PoisonlabError subclasses (printed as one line, exit 2)."""
@@ -30,8 +30,20 @@ def _train(args: argparse.Namespace) -> int:
 
 def _eval(args: argparse.Namespace) -> int:
     from poisonlab.mner.train import run_eval
-    metrics = run_eval(args.run, args.split)
+    metrics = run_eval(args.run, args.split, threshold=args.threshold)
     print(json.dumps(metrics, indent=1))
+    return 0
+
+
+def _thresholds(args: argparse.Namespace) -> int:
+    from poisonlab.mner.thresholds import DEFAULT_GRID, sweep_thresholds
+    result = sweep_thresholds(args.run, args.split, tuple(args.grid or DEFAULT_GRID))
+    print("| threshold | P | R | F1 |\n| --- | --- | --- | --- |")
+    for row in result["sweep"]:
+        print(f"| {row['threshold']:g} | {100 * row['precision']:.2f} | {100 * row['recall']:.2f} | "
+              f"{100 * row['f1']:.2f} |")
+    print(f"best on {args.split}: {result['best_threshold']:g}  (apply it: poisonlab mner eval "
+          f"{args.run} --threshold {result['best_threshold']:g})")
     return 0
 
 
@@ -86,7 +98,19 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     evaluate = commands.add_parser("eval", help="evaluate a run folder's model on a split")
     evaluate.add_argument("run", help="run folder written by `mner train`")
     evaluate.add_argument("--split", default="test", choices=["train", "valid", "test"])
+    evaluate.add_argument("--threshold", type=float,
+                          help="span threshold instead of the run's decode.threshold "
+                               "(choose it on valid with `mner thresholds`)")
     evaluate.set_defaults(func=_eval)
+
+    sweep = commands.add_parser("thresholds", help="F1 at several span thresholds on a held-out "
+                                                   "split (one forward pass); picks the best")
+    sweep.add_argument("run", help="run folder written by `mner train`")
+    sweep.add_argument("--split", default="valid", choices=["valid", "test"],
+                       help="choose on valid; test only to inspect")
+    sweep.add_argument("--grid", type=float, nargs="+", help="thresholds to try (default 0.1 to 0.7 "
+                                                             "in steps of 0.1)")
+    sweep.set_defaults(func=_thresholds)
 
     pred = commands.add_parser("predict", help="tag a CoNLL file (tags of the input are ignored)")
     pred.add_argument("run", help="run folder written by `mner train`")

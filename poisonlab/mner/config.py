@@ -72,6 +72,11 @@ class DecodeConfig(StrictConfig):
     existence_threshold: float | None = Field(
         0.5, description="drop a type's spans when P(type exists) is below; null = no gate")
 
+    def with_threshold(self, threshold: float) -> DecodeConfig:
+        if not 0 < threshold < 1:
+            raise ConfigError(f"span threshold {threshold} is outside (0, 1)")
+        return self.model_copy(update={"threshold": threshold})
+
 
 class MnerConfig(StrictConfig):
     seed: int = 0

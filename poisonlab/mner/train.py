@@ -17,7 +17,7 @@ import platform
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import torch
 import yaml
@@ -39,7 +39,7 @@ from poisonlab.mner.losses import mner_loss
 from poisonlab.mner.model import MnerQG
 from poisonlab.mner.queries import build_queries
 from poisonlab.mner.scorer import entity_scores, grounding_accuracy
-from poisonlab.mner.spans import spans_to_tags
+from poisonlab.mner.spans import Span, spans_to_tags
 from poisonlab.mner.visual import load_pretrained
 from poisonlab.models.loading import load_encoder
 
@@ -188,21 +188,46 @@ def fit(pipe: Pipeline, train: MnerSplit, out_dir: Path | None = None) -> list[d
     return progress.log
 
 
+@dataclass
+class HeadProbabilities:
+    """One evaluation batch's head outputs as probabilities: what decoding needs, so spans can be
+    decoded at several thresholds from one forward pass (`thresholds.py`)."""
+
+    indices: list[int]
+    start: torch.Tensor
+    end: torch.Tensor
+    match: torch.Tensor
+    exists: torch.Tensor
+    word_mask: torch.Tensor
+    boxes: torch.Tensor | None  # [R, 4] best box per row, input pixels
+
+    def spans(self, types: list[str], threshold: float, existence_threshold: float | None
+              ) -> list[list[Span]]:
+        return decode(self.start, self.end, self.match, self.exists, self.word_mask, types,
+                      threshold, existence_threshold)
+
+
 @torch.no_grad()
+def head_probabilities(pipe: Pipeline, split: MnerSplit) -> Iterator[HeadProbabilities]:
+    pipe.model.eval()
+    size = pipe.config.train.eval_batch_size
+    for first in range(0, len(split), size):
+        indices = list(range(first, min(first + size, len(split))))
+        batch = make_batch(pipe, split, indices)
+        out = pipe.model(batch.text, batch.images)
+        boxes = predict_boxes(pipe.grid, out.grounding) if out.grounding is not None else None
+        yield HeadProbabilities(indices, out.start.sigmoid(), out.end.sigmoid(), out.match.sigmoid(),
+                                out.exists.sigmoid(), batch.text.word_mask, boxes)
+
+
 def predict(pipe: Pipeline, split: MnerSplit) -> list[dict[str, Any]]:
     """Per tweet: predicted spans and, with the image branch, one box per type (original pixels)."""
     cfg = pipe.config
-    pipe.model.eval()
     results = []
     size = cfg.model.image_size
-    for first in range(0, len(split), cfg.train.eval_batch_size):
-        indices = list(range(first, min(first + cfg.train.eval_batch_size, len(split))))
-        batch = make_batch(pipe, split, indices)
-        out = pipe.model(batch.text, batch.images)
-        spans = decode(out.start.sigmoid(), out.end.sigmoid(), out.match.sigmoid(),
-                       out.exists.sigmoid(), batch.text.word_mask, pipe.types,
-                       cfg.decode.threshold, cfg.decode.existence_threshold)
-        boxes = predict_boxes(pipe.grid, out.grounding) if out.grounding is not None else None
+    for probs in head_probabilities(pipe, split):
+        indices, boxes = probs.indices, probs.boxes
+        spans = probs.spans(pipe.types, cfg.decode.threshold, cfg.decode.existence_threshold)
         for b, i in enumerate(indices):
             row: dict[str, Any] = {"spans": spans[b]}
             if boxes is not None:
@@ -296,13 +321,17 @@ def run_training(config: MnerConfig, out_dir: str | Path, eval_splits: tuple[str
     return metrics
 
 
-def run_eval(run_dir: str | Path, split: str = "test", out_dir: str | Path | None = None
-             ) -> dict[str, Any]:
-    """Evaluate a trained run folder on one split; writes metrics_<split>.json there (or out_dir)."""
+def run_eval(run_dir: str | Path, split: str = "test", out_dir: str | Path | None = None,
+             threshold: float | None = None) -> dict[str, Any]:
+    """Evaluate a trained run folder on one split; writes metrics_<split>.json there (or out_dir).
+    `threshold` replaces the run's span threshold (e.g. one chosen on valid by `thresholds.py`)."""
     pipe = load_run(run_dir)
+    if threshold is not None:
+        pipe.config.decode = pipe.config.decode.with_threshold(threshold)
     data = load_data(pipe.config, (split,))
     predictions = predict(pipe, data[split])
-    metrics = {"metrics_version": METRICS_VERSION, split: evaluate(pipe, data[split], predictions)}
+    metrics = {"metrics_version": METRICS_VERSION, "decode": pipe.config.decode.model_dump(),
+               split: evaluate(pipe, data[split], predictions)}
     target = Path(out_dir or run_dir)
     write_json(target / f"metrics_{split}.json", metrics)
     write_jsonl(target / f"predictions_{split}.jsonl", prediction_rows(data[split], predictions))
