@@ -67,7 +67,9 @@ def test_same_seed_same_metrics(synthetic32, tmp_path):
     assert (tmp_path / "a" / "model.safetensors").is_file()
     assert load_run(tmp_path / "a").types == ["LOC", "ORG", "OTHER", "PER"]
     assert "| micro |" in per_type_table(tmp_path / "a")
-    assert ablation_table({"a": tmp_path / "a", "b": tmp_path / "b"}).count("| a |") == 1
+    table = ablation_table({"a": [tmp_path / "a"], "both": [tmp_path / "a", tmp_path / "b"]})
+    assert table.count("| a | 1 |") == 1
+    assert "| both | 2 |" in table and "± 0.00" in table  # identical runs: no spread
 
 
 def test_text_only_mode_has_no_image_branch(synthetic32, tmp_path):

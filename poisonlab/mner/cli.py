@@ -73,10 +73,14 @@ def _synth(args: argparse.Namespace) -> int:
 
 def _report(args: argparse.Namespace) -> int:
     from poisonlab.mner.report import ablation_table, per_type_table
-    if len(args.runs) == 1:
+    if len(args.runs) == 1 and "=" not in args.runs[0]:
         print(per_type_table(args.runs[0], args.split))
-    else:
-        print(ablation_table({Path(r).name: r for r in args.runs}, args.split))
+        return 0
+    variants: dict[str, list[str]] = {}
+    for arg in args.runs:
+        name, _, runs = arg.rpartition("=") if "=" in arg else (Path(arg).name, "", arg)
+        variants.setdefault(name, []).extend(r for r in runs.split(",") if r)
+    print(ablation_table(variants, args.split))
     return 0
 
 
@@ -129,7 +133,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
     report = commands.add_parser("report", help="markdown table: one run per type, several "
                                                 "runs side by side")
-    report.add_argument("runs", nargs="+", help="run folders")
+    report.add_argument("runs", nargs="+", metavar="RUN | NAME=RUN[,RUN...]",
+                        help="run folders; NAME=RUN,RUN,... averages runs (e.g. seeds) into one "
+                             "row, mean ± standard deviation")
     report.add_argument("--split", default="test", choices=["valid", "test"])
     report.set_defaults(func=_report)
     return parser

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import statistics
 from pathlib import Path
 
 import yaml
@@ -32,14 +33,23 @@ def per_type_table(run: str | Path, split: str = "test") -> str:
     return "\n".join(rows)
 
 
-def ablation_table(runs: dict[str, str | Path], split: str = "test") -> str:
-    """One row per named run: micro P/R/F1 and grounding Acc@0.5 (percent)."""
-    rows = ["| variant | P | R | F1 | Acc@0.5 |", "| --- | --- | --- | --- | --- |"]
-    for name, run in runs.items():
-        metrics, _ = _load(Path(run))
-        micro = metrics[split]["entities"]["micro"]
-        grounding = metrics[split].get("grounding")
-        acc = f"{100 * grounding['accuracy']:.1f}" if grounding else "n/a"
-        rows.append(f"| {name} | {100 * micro['precision']:.2f} | {100 * micro['recall']:.2f} | "
-                    f"{100 * micro['f1']:.2f} | {acc} |")
+def _mean_sd(values: list[float]) -> str:
+    """Percent; with several runs (seeds) mean ± sample standard deviation."""
+    mean = 100 * statistics.fmean(values)
+    if len(values) == 1:
+        return f"{mean:.2f}"
+    return f"{mean:.2f} ± {100 * statistics.stdev(values):.2f}"
+
+
+def ablation_table(variants: dict[str, list[str | Path]], split: str = "test") -> str:
+    """One row per variant: micro P/R/F1 and grounding Acc@0.5 (percent), averaged over the
+    variant's runs (e.g. seeds)."""
+    rows = ["| variant | runs | P | R | F1 | Acc@0.5 |", "| --- | --- | --- | --- | --- | --- |"]
+    for name, runs in variants.items():
+        results = [_load(Path(run))[0][split] for run in runs]
+        micro = [r["entities"]["micro"] for r in results]
+        cells = [_mean_sd([m[key] for m in micro]) for key in ("precision", "recall", "f1")]
+        grounding = [r["grounding"]["accuracy"] for r in results if "grounding" in r]
+        acc = _mean_sd(grounding) if grounding else "n/a"
+        rows.append(f"| {name} | {len(runs)} | {' | '.join(cells)} | {acc} |")
     return "\n".join(rows)
