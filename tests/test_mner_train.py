@@ -166,6 +166,7 @@ def test_killed_training_resumes_to_the_same_weights(synthetic32, tmp_path, monk
         with pytest.raises(KeyboardInterrupt):
             run_training(config, tmp_path / "killed", eval_splits=("test",))
         assert (tmp_path / "killed" / "checkpoint.safetensors").is_file()
+        before_kill = _checkpoint_seconds(tmp_path / "killed")
         resumed_calls = []
 
         def counted(*args, **kwargs):
@@ -174,6 +175,7 @@ def test_killed_training_resumes_to_the_same_weights(synthetic32, tmp_path, monk
         monkeypatch.setattr(train_module, "make_batch", counted)
         resumed = run_training(config, tmp_path / "killed", eval_splits=("test",))
     assert len(resumed_calls) == 7 + 1  # steps 5..11 from the step-5 checkpoint, then the test batch
+    assert before_kill > 0 and resumed["train_seconds"] >= round(before_kill, 1)
     assert resumed["test"] == straight["test"]
     a, b = (load_file(str(tmp_path / name / "model.safetensors")) for name in ("straight", "killed"))
     assert all(torch.equal(a[k], b[k]) for k in a)
@@ -188,3 +190,19 @@ def test_killed_training_resumes_to_the_same_weights(synthetic32, tmp_path, monk
     with pytest.raises(ConfigError, match="different config"), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         run_training(config, tmp_path / "other")
+    # settings that leave the weights alone do not block a resume
+    calls.clear()
+    monkeypatch.setattr(train_module, "make_batch", counted)
+    resumed_calls.clear()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        run_training(_config(synthetic32, epochs=3, checkpoint_every=4, eval_batch_size=4),
+                     tmp_path / "other", eval_splits=())
+    assert len(resumed_calls) == 7
+
+
+def _checkpoint_seconds(folder) -> float:
+    import json
+    from safetensors import safe_open
+    with safe_open(str(folder / "checkpoint.safetensors"), "pt") as handle:
+        return json.loads(handle.metadata()["state"])["seconds"]

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from pydantic import BaseModel
 
 from poisonlab.errors import ConfigError
 from poisonlab.io import atomic_write
@@ -22,16 +23,29 @@ CHECKPOINT = "checkpoint.safetensors"
 
 @dataclass
 class Progress:
-    """Where training stands: the next step to run, this epoch's order and the loss log."""
+    """Where training stands: the next step to run, this epoch's order, the loss log and the
+    seconds spent training before the last resume (so a resumed run reports its whole cost)."""
 
     step: int = 0
     order: list[int] = field(default_factory=list)
     log: list[dict[str, float]] = field(default_factory=list)
+    earlier_seconds: float = 0.0
 
 
-def save_checkpoint(folder: Path, config_key: str, model: torch.nn.Module,
+def config_key(config: BaseModel) -> str:
+    """The config fields that change the trained weights: a checkpoint resumes only under the same
+    key. Checkpoint spacing, evaluation batch size and decoding do not change them."""
+    fields = config.model_dump(mode="json")
+    for name in ("checkpoint_every", "eval_batch_size"):
+        fields["train"].pop(name, None)
+    fields.pop("decode", None)
+    return json.dumps(fields, sort_keys=True)
+
+
+def save_checkpoint(folder: Path, key: str, model: torch.nn.Module,
                     optimizer: torch.optim.Optimizer, scheduler: Any, generator: torch.Generator,
-                    progress: Progress) -> None:
+                    progress: Progress, seconds: float) -> None:
+    """`seconds`: training time up to now, earlier attempts included."""
     from safetensors.torch import save_file
     optimizer_state = optimizer.state_dict()
     tensors = {f"model.{name}": value.contiguous() for name, value in model.state_dict().items()}
@@ -40,14 +54,14 @@ def save_checkpoint(folder: Path, config_key: str, model: torch.nn.Module,
             tensors[f"optimizer.{index}.{slot}"] = value.contiguous()
     tensors["rng.shuffle"] = generator.get_state()
     tensors["rng.torch"] = torch.get_rng_state()
-    state = {"config": config_key, "step": progress.step, "order": progress.order,
-             "log": progress.log, "param_groups": optimizer_state["param_groups"],
-             "scheduler": scheduler.state_dict()}
+    state = {"config": key, "step": progress.step, "order": progress.order,
+             "log": progress.log, "seconds": seconds,
+             "param_groups": optimizer_state["param_groups"], "scheduler": scheduler.state_dict()}
     atomic_write(folder / CHECKPOINT,
                  lambda p: save_file(tensors, str(p), metadata={"state": json.dumps(state)}))
 
 
-def load_checkpoint(folder: Path, config_key: str, model: torch.nn.Module,
+def load_checkpoint(folder: Path, key: str, model: torch.nn.Module,
                     optimizer: torch.optim.Optimizer, scheduler: Any,
                     generator: torch.Generator) -> Progress | None:
     """Restore everything from `folder`'s checkpoint; None when there is none."""
@@ -58,7 +72,7 @@ def load_checkpoint(folder: Path, config_key: str, model: torch.nn.Module,
     with safe_open(str(path), "pt") as handle:
         state = json.loads((handle.metadata() or {}).get("state", "{}"))
         tensors = {name: handle.get_tensor(name) for name in handle.keys()}
-    if state.get("config") != config_key:
+    if state.get("config") != key:
         raise ConfigError(f"{path}: field 'config': the checkpoint was written by a different "
                           "config; pass --force to start over")
     model.load_state_dict({name[len("model."):]: value for name, value in tensors.items()
@@ -72,7 +86,7 @@ def load_checkpoint(folder: Path, config_key: str, model: torch.nn.Module,
     scheduler.load_state_dict(state["scheduler"])
     generator.set_state(tensors["rng.shuffle"])
     torch.set_rng_state(tensors["rng.torch"])
-    return Progress(state["step"], state["order"], state["log"])
+    return Progress(state["step"], state["order"], state["log"], state.get("seconds", 0.0))
 
 
 def remove_checkpoint(folder: Path) -> None:

@@ -11,7 +11,6 @@ All writes are atomic. Same config and seed -> same metrics (CPU)."""
 
 from __future__ import annotations
 
-import json
 import math
 import platform
 import time
@@ -26,7 +25,8 @@ from tqdm import tqdm
 from poisonlab.errors import ConfigError
 from poisonlab.io import atomic_write, write_json, write_jsonl, write_text
 from poisonlab.mner.anchors import AnchorGrid
-from poisonlab.mner.checkpoint import Progress, load_checkpoint, remove_checkpoint, save_checkpoint
+from poisonlab.mner.checkpoint import (Progress, config_key, load_checkpoint, remove_checkpoint,
+                                      save_checkpoint)
 from poisonlab.mner.config import MnerConfig
 from poisonlab.mner.conll import entity_types
 from poisonlab.mner.dataset import (MnerSplit, load_boxes, load_split, optional_path, read_conll,
@@ -145,9 +145,10 @@ def _optimizer(pipe: Pipeline, total_steps: int) -> tuple[torch.optim.Optimizer,
     return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
-def fit(pipe: Pipeline, train: MnerSplit, out_dir: Path | None = None) -> list[dict[str, float]]:
+def fit(pipe: Pipeline, train: MnerSplit, out_dir: Path | None = None) -> Progress:
     """Train; with `out_dir`, write train_log.jsonl there and keep a resumable checkpoint every
-    `train.checkpoint_every` steps (a rerun of the same config resumes from it)."""
+    `train.checkpoint_every` steps (a rerun of the same config resumes from it). Returns the
+    final progress; its `earlier_seconds` is the time spent before a resume."""
     cfg = pipe.config
     batch_size = cfg.train.batch_size
     steps_per_epoch = math.ceil(len(train) / batch_size)
@@ -155,12 +156,12 @@ def fit(pipe: Pipeline, train: MnerSplit, out_dir: Path | None = None) -> list[d
     optimizer, scheduler = _optimizer(pipe, total_steps)
     generator = torch.Generator().manual_seed(cfg.seed)
     torch.manual_seed(cfg.seed)
-    config_key = json.dumps(cfg.model_dump(mode="json"), sort_keys=True)
+    key = config_key(cfg)
     progress = None
     if out_dir is not None:
-        progress = load_checkpoint(out_dir, config_key, pipe.model, optimizer, scheduler,
-                                   generator)
+        progress = load_checkpoint(out_dir, key, pipe.model, optimizer, scheduler, generator)
     progress = progress or Progress()
+    begin = time.time()
     pipe.model.train()
     for step in tqdm(range(progress.step, total_steps), desc="mner train", mininterval=10,
                      ascii=True, initial=progress.step, total=total_steps):
@@ -180,12 +181,12 @@ def fit(pipe: Pipeline, train: MnerSplit, out_dir: Path | None = None) -> list[d
         every = cfg.train.checkpoint_every
         if out_dir is not None and every and (step + 1) % every == 0 and step + 1 < total_steps:
             progress.step = step + 1
-            save_checkpoint(out_dir, config_key, pipe.model, optimizer, scheduler, generator,
-                            progress)
+            save_checkpoint(out_dir, key, pipe.model, optimizer, scheduler, generator, progress,
+                            progress.earlier_seconds + time.time() - begin)
     pipe.model.eval()
     if out_dir is not None:
         write_jsonl(out_dir / "train_log.jsonl", progress.log)
-    return progress.log
+    return progress
 
 
 @dataclass
@@ -305,8 +306,8 @@ def run_training(config: MnerConfig, out_dir: str | Path, eval_splits: tuple[str
     pipe = build_pipeline(config)
     write_text(out_dir / "config.yaml", yaml.safe_dump(config.model_dump(), sort_keys=False))
     write_json(out_dir / "environment.json", environment(config))
-    fit(pipe, data["train"], out_dir)
-    train_seconds = time.time() - begin
+    progress = fit(pipe, data["train"], out_dir)
+    train_seconds = time.time() - begin + progress.earlier_seconds
     save_model(pipe, out_dir / "model.safetensors")
     remove_checkpoint(out_dir)
     metrics: dict[str, Any] = {"metrics_version": METRICS_VERSION, "seed": config.seed,
