@@ -26,6 +26,7 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/training_throughput.py
+	$(BIN)/python bench/mner_image_sharing.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache
