@@ -58,7 +58,7 @@ def confidence_loss(grounding: list[torch.Tensor], no_region: torch.Tensor,
     soft = torch.zeros(len(rows), log_probs.shape[1])
     index = flat_index(grounding, targets.scale, targets.anchor, targets.cell_y, targets.cell_x)
     soft.index_put_((inverse, index), torch.ones(len(index)), accumulate=True)
-    soft = soft / soft.sum(1, keepdim=True).clamp(min=1)
+    soft = soft / soft.sum(1, keepdim=True)
     weight = torch.zeros(len(rows)).scatter_reduce(0, inverse, targets.weight, "amax",
                                                    include_self=False)
     boxed = (weight * -(soft * log_probs[rows]).sum(1)).sum()
