@@ -42,6 +42,16 @@ def config_key(config: BaseModel) -> str:
     return json.dumps(fields, sort_keys=True)
 
 
+def load_strict(module: torch.nn.Module, state: dict[str, torch.Tensor], problem: str) -> None:
+    """`module.load_state_dict(state)`; a tensor missing, unexpected or misshaped is a ConfigError
+    "`problem` (torch's list of mismatches)" instead of a traceback."""
+    try:
+        module.load_state_dict(state)
+    except RuntimeError as exc:  # torch's message: a header line, then one line per mismatch
+        mismatches = "; ".join(line.strip() for line in str(exc).splitlines()[1:]) or str(exc)
+        raise ConfigError(f"{problem} ({mismatches})") from None
+
+
 def save_checkpoint(folder: Path, key: str, model: torch.nn.Module,
                     optimizer: torch.optim.Optimizer, scheduler: Any, generator: torch.Generator,
                     progress: Progress, seconds: float) -> None:

@@ -11,7 +11,7 @@ from typing import Any
 from poisonlab.errors import ConfigError
 from poisonlab.io import write_json
 from poisonlab.mner.scorer import entity_scores
-from poisonlab.mner.train import METRICS_VERSION, head_probabilities, load_data, load_run
+from poisonlab.mner.train import METRICS_VERSION, gold_spans, head_probabilities, load_data, load_run
 
 DEFAULT_GRID = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7)
 
@@ -25,7 +25,7 @@ def sweep_thresholds(run_dir: str | Path, split: str = "valid",
     pipe = load_run(run_dir)
     data = load_data(pipe.config, (split,))[split]
     batches = list(head_probabilities(pipe, data))
-    gold = [[s for s in t.spans if s.type in pipe.types] for t in data.tweets]
+    gold = gold_spans(pipe, data)
     existence = pipe.config.decode.existence_threshold
     rows = []
     for threshold in sorted(grid):

@@ -25,8 +25,8 @@ from tqdm import tqdm
 from poisonlab.errors import ConfigError
 from poisonlab.io import atomic_write, write_json, write_jsonl, write_text
 from poisonlab.mner.anchors import AnchorGrid
-from poisonlab.mner.checkpoint import (Progress, config_key, load_checkpoint, remove_checkpoint,
-                                      save_checkpoint)
+from poisonlab.mner.checkpoint import (Progress, config_key, load_checkpoint, load_strict,
+                                      remove_checkpoint, save_checkpoint)
 from poisonlab.mner.config import MnerConfig
 from poisonlab.mner.conll import entity_types
 from poisonlab.mner.dataset import (MnerSplit, load_boxes, load_split, optional_path, read_conll,
@@ -99,12 +99,13 @@ def make_batch(pipe: Pipeline, split: MnerSplit, indices: list[int]) -> Batch:
         width, height = split.sizes[i]
         scale = torch.tensor([size / width, size / height, size / width, size / height])
         for k, kind in enumerate(pipe.types):
+            row = b * len(pipe.types) + k
             record = split.boxes[i].get(kind)
             if record is not None and record.boxes:
                 weight = 1.0 if record.source == "manual" else cfg.loss.weak_box_weight
-                row_boxes[b * len(pipe.types) + k] = (torch.tensor(record.boxes) * scale, weight)
+                row_boxes[row] = (torch.tensor(record.boxes) * scale, weight)
             elif cfg.loss.no_box_means_absent:
-                absent.append(b * len(pipe.types) + k)
+                absent.append(row)
     return Batch(text, normalise(split.images[indices]), spans,
                  build_targets(pipe.grid, row_boxes, absent))
 
@@ -241,9 +242,14 @@ def predict(pipe: Pipeline, split: MnerSplit) -> list[dict[str, Any]]:
     return results
 
 
+def gold_spans(pipe: Pipeline, split: MnerSplit) -> list[list[Span]]:
+    """The gold entities scored against: those of the run's types."""
+    return [[s for s in t.spans if s.type in pipe.types] for t in split.tweets]
+
+
 def evaluate(pipe: Pipeline, split: MnerSplit, predictions: list[dict[str, Any]]) -> dict[str, Any]:
-    gold = [[s for s in t.spans if s.type in pipe.types] for t in split.tweets]
-    metrics: dict[str, Any] = {"entities": entity_scores(gold, [p["spans"] for p in predictions])}
+    metrics: dict[str, Any] = {"entities": entity_scores(gold_spans(pipe, split),
+                                                         [p["spans"] for p in predictions])}
     if pipe.config.model.image:
         pred_boxes, gold_boxes = [], []
         for i, p in enumerate(predictions):
@@ -276,12 +282,9 @@ def load_run(run_dir: str | Path) -> Pipeline:
             raise ConfigError(f"{run_dir} is not an MNER run folder (no {name})")
     config = MnerConfig.model_validate(yaml.safe_load((run_dir / "config.yaml").read_text()))
     pipe = build_pipeline(config, pretrained=False)
-    try:
-        pipe.model.load_state_dict(load_file(str(run_dir / "model.safetensors")))
-    except RuntimeError as exc:  # missing / unexpected / misshaped tensors
-        reason = str(exc).splitlines()[1].strip() if "\n" in str(exc) else str(exc)
-        raise ConfigError(f"{run_dir / 'model.safetensors'} does not fit the model its config.yaml "
-                          f"describes (written by another poisonlab version?): {reason}") from None
+    load_strict(pipe.model, load_file(str(run_dir / "model.safetensors")),
+                f"{run_dir / 'model.safetensors'} does not fit the model its config.yaml describes "
+                "(written by another poisonlab version?)")
     pipe.model.eval()
     return pipe
 

@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from poisonlab.errors import ConfigError
+from poisonlab.mner.checkpoint import load_strict
 
 
 def _stage(c_in: int, c_out: int) -> nn.Sequential:
@@ -53,9 +54,5 @@ def load_pretrained(cnn: SmallCNN, path: str | Path) -> None:
         raise ConfigError(f"model.cnn_weights: {path}: not a safetensors file ({exc})") from None
     if any(name.startswith("cnn.") for name in state):
         state = {name[4:]: value for name, value in state.items() if name.startswith("cnn.")}
-    try:
-        cnn.load_state_dict(state)
-    except RuntimeError as exc:  # torch's message: a header line, then one line per mismatch
-        reason = str(exc).splitlines()[-1].strip()
-        raise ConfigError(f"model.cnn_weights: {path}: does not fit a CNN with model.cnn_channels "
-                          f"{cnn.channels} ({reason})") from None
+    load_strict(cnn, state, f"model.cnn_weights: {path}: does not fit a CNN with "
+                            f"model.cnn_channels {cnn.channels}")
