@@ -10,6 +10,10 @@ class Example:
     text: str
     label: int
     poisoned: bool = False  # carries a trigger (set by attacks; never read by models)
+    # where the example was read from, so label checks after loading can name the file and line;
+    # not part of equality, so an example read from a file equals one built in code
+    source: str = field(default="", compare=False, repr=False)
+    line: int | None = field(default=None, compare=False, repr=False)
 
     def with_text(self, text: str) -> "Example":
         return replace(self, text=text)

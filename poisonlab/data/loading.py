@@ -6,6 +6,7 @@ Resolution of `name`: builtin (`movie-snippets`) -> research set in the data dir
 from __future__ import annotations
 
 import random
+import warnings
 from pathlib import Path
 
 from pydantic import Field
@@ -30,6 +31,9 @@ class DataConfig(StrictConfig):
     dev_size: int | None = Field(None, ge=1)
     test_size: int | None = Field(None, ge=1)
     seed: int = Field(0, description="seed of subsampling and of splitting a single file")
+    allow_single_class: bool = Field(
+        False, description="accept a training split with a single class (with a warning); "
+                           "for measuring degenerate cases, e.g. an all-target training set")
 
 
 def _local(path: Path, cfg: DataConfig) -> DatasetSplits:
@@ -37,34 +41,81 @@ def _local(path: Path, cfg: DataConfig) -> DatasetSplits:
     if path.is_dir():
         splits = {}
         for split in ("train", "dev", "test"):
-            found = [path / f"{split}{suffix}" for suffix in FORMATS if (path / f"{split}{suffix}").exists()]
+            found = [path / f"{split}{suffix}" for suffix in FORMATS
+                     if (path / f"{split}{suffix}").is_file()]
+            if split == "train" and not found:
+                raise DataError("folder has no train file "
+                                f"({', '.join(f'train{s}' for s in FORMATS)})", path=path)
             splits[split] = read(found[0]) if found else []
-        if not splits["train"] and not any((path / f"train{s}").exists() for s in FORMATS):
-            raise DataError("folder has no train.jsonl / train.csv / train.tsv", path=path)
-    else:
+    elif path.is_file() and path.suffix.lower() in FORMATS:
         examples = read(path)
         random.Random(cfg.seed).shuffle(examples)
         tenth = len(examples) // 10
         splits = {"dev": examples[:tenth], "test": examples[tenth:2 * tenth],
                   "train": examples[2 * tenth:]}
-    max_label = max((e.label for s in splits.values() for e in s), default=1)
-    names = [str(i) for i in range(max(max_label + 1, 2))]
-    return DatasetSplits(path.stem if path.is_file() else path.name, names, source=str(path),
-                         **splits)
+    else:
+        raise DataError(f"neither a data file ({', '.join(FORMATS)}) nor a folder with "
+                        "train/dev/test files", path=path)
+    return DatasetSplits(path.stem if path.is_file() else path.name,
+                         _inferred_names(splits["train"]), source=str(path), **splits)
 
 
-def _check(dataset: DatasetSplits, explicit_names: bool) -> None:
+def _inferred_names(train: list[Example]) -> list[str]:
+    """"0".."K-1" for the K training labels. The label set comes from training only: a dev/test
+    label the model never saw cannot be predicted, and a head sized by it yields NaN metrics.
+    At least two names, so that a (forced) single-class training set is still a binary task."""
+    return [str(i) for i in range(max(len({e.label for e in train}), 2))]
+
+
+def _where(example: Example, split: str, index: int, dataset: DatasetSplits) -> dict:
+    """File, line and field of an example, as precise as its provenance allows."""
+    if example.source:
+        return {"path": example.source, "line": example.line, "field": "label"}
+    return {"path": dataset.source or dataset.name, "field": f"{split}[{index}].label"}
+
+
+def _check_labels(dataset: DatasetSplits, inferred: bool) -> None:
+    last = dataset.num_labels - 1
+    for split in ("train", "dev", "test"):
+        for i, example in enumerate(dataset.split(split)):
+            if example.label <= last:
+                continue
+            where = _where(example, split, i, dataset)
+            if inferred and split == "train":
+                found = sorted({e.label for e in dataset.train})
+                shown = ", ".join(map(str, found[:20])) + (", ..." if len(found) > 20 else "")
+                raise DataError(f"labels must be 0..K-1 without gaps; found {shown}; "
+                                "give data.label_names to name them", **where)
+            if inferred:
+                raise DataError(f"label {example.label} is outside the label set 0..{last} "
+                                "inferred from the training split; give data.label_names if "
+                                "the data set has more labels", **where)
+            raise DataError(f"label {example.label} is outside the label set 0..{last} "
+                            f"({', '.join(dataset.label_names)})", **where)
+
+
+def _check_classes(dataset: DatasetSplits, allow_single_class: bool) -> None:
+    classes = {e.label for e in dataset.train}
+    if len(classes) != 1:
+        return
+    (label,) = classes
+    path = dataset.train[0].source or dataset.source or dataset.name
+    if not allow_single_class:
+        raise DataError(f"training split has a single class (label {label}): nothing to learn; "
+                        "check data.label_field, or set data.allow_single_class: true to "
+                        "measure this degenerate case", path=path)
+    warnings.warn(f"{path}: training split has a single class (label {label}); training anyway "
+                  "because data.allow_single_class is set", stacklevel=4)
+
+
+def _check(dataset: DatasetSplits, *, labels_checked: bool, inferred: bool,
+           allow_single_class: bool) -> None:
     for split in ("train", "test"):
         if not dataset.split(split):
             raise DataError(f"split '{split}' is empty", path=dataset.source or dataset.name)
-    if explicit_names:
-        for split in ("train", "dev", "test"):
-            for i, example in enumerate(dataset.split(split)):
-                if example.label >= dataset.num_labels:
-                    raise DataError(
-                        f"label {example.label} is outside the label set "
-                        f"0..{dataset.num_labels - 1} ({', '.join(dataset.label_names)})",
-                        path=dataset.source, line=None, field=f"{split}[{i}].label")
+    if labels_checked:
+        _check_labels(dataset, inferred)
+    _check_classes(dataset, allow_single_class)
 
 
 def _subsample(examples: list[Example], size: int | None, seed: int) -> list[Example]:
@@ -77,13 +128,16 @@ def _subsample(examples: list[Example], size: int | None, seed: int) -> list[Exa
 def load_dataset(config: DataConfig | str) -> DatasetSplits:
     cfg = DataConfig(name=config) if isinstance(config, str) else config
     name = cfg.name
+    local = hub = False
     if name in BUILTIN_SETS:
         dataset = BUILTIN_SETS[name]()
     elif name in RESEARCH_SETS:
         dataset = research_set(name)
     elif Path(name).exists():
+        local = True
         dataset = _local(Path(name), cfg)
     elif "/" in name and not name.startswith((".", "/")) and not Path(name).suffix:
+        hub = True
         dataset = hub_dataset(name, label_field=cfg.label_field)
     else:
         known = ", ".join([*BUILTIN_SETS, *RESEARCH_SETS])
@@ -91,8 +145,10 @@ def load_dataset(config: DataConfig | str) -> DatasetSplits:
                         "an existing file or folder, or a Hub name like glue/sst2")
     if cfg.label_names is not None:
         dataset.label_names = list(cfg.label_names)
-    _check(dataset, explicit_names=cfg.label_names is not None or name in RESEARCH_SETS
-           or name in BUILTIN_SETS)
+    names_given = cfg.label_names is not None
+    # Hub sets carry their own label names; local sets without names get them from training
+    _check(dataset, labels_checked=names_given or not hub, inferred=local and not names_given,
+           allow_single_class=cfg.allow_single_class)
     dataset.train = _subsample(dataset.train, cfg.train_size, cfg.seed)
     dataset.dev = _subsample(dataset.dev, cfg.dev_size, cfg.seed + 1)
     dataset.test = _subsample(dataset.test, cfg.test_size, cfg.seed + 2)
