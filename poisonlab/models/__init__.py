@@ -1,5 +1,7 @@
 """Loading victims, teachers and language models: builtin names, local folders, Hub ids; safetensors only."""
 
-from poisonlab.models.loading import LoadedModel, load_causal_lm, load_classifier, load_tokenizer
+from poisonlab.models.loading import (LoadedModel, check_model_source, load_causal_lm,
+                                      load_classifier, load_tokenizer)
 
-__all__ = ["LoadedModel", "load_classifier", "load_causal_lm", "load_tokenizer"]
+__all__ = ["LoadedModel", "check_model_source", "load_classifier", "load_causal_lm",
+           "load_tokenizer"]
