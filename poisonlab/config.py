@@ -2,13 +2,31 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict
+from pydantic import AfterValidator, BaseModel, ConfigDict
 
 from poisonlab.errors import ConfigError
+
+
+_SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+=,@-]*")
+
+
+def check_run_name(name: str, where: str = "name") -> str:
+    """`name` if it is one safe path component (so a run can never be written outside its
+    output folder); otherwise a ConfigError naming the field."""
+    if not isinstance(name, str) or len(name) > 200 or not _SAFE_NAME.fullmatch(name):
+        raise ConfigError(f"field '{where}': {name!r} is not a safe run name: use one folder "
+                          "name of letters, digits and . _ - + = , @ (no '/', not starting "
+                          "with '.'), at most 200 characters")
+    return name
+
+
+RunName = Annotated[str, AfterValidator(check_run_name)]
+"""A config field that names a folder: one safe path component."""
 
 
 class StrictConfig(BaseModel):
@@ -44,12 +62,19 @@ def set_dotted(config: dict[str, Any], assignment: str) -> None:
     if "=" not in assignment:
         raise ConfigError(f"--set expects key=value, got '{assignment}'")
     key, raw = assignment.split("=", 1)
+    key = key.strip()
+    example = "(e.g. --set training.epochs=1)"
+    if not key:
+        raise ConfigError(f"--set '{assignment}': the key before '=' is empty {example}")
+    parts = [part.strip() for part in key.split(".")]
+    if not all(parts):
+        raise ConfigError(f"--set '{assignment}': the key '{key}' has an empty part between "
+                          f"dots {example}")
     try:
         value = yaml.safe_load(raw)
     except yaml.YAMLError:
         value = raw
     node = config
-    parts = key.strip().split(".")
     for part in parts[:-1]:
         child = node.get(part)
         if child is None:

@@ -5,6 +5,9 @@ chains anywhere else."""
 
 from __future__ import annotations
 
+import types
+import typing
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Callable, Generic, TypeVar
 
@@ -79,8 +82,54 @@ def validate_config(config_class: type[BaseModel], values: dict[str, Any], *, wh
         for err in exc.errors():
             field = ".".join(str(p) for p in err["loc"]) or "(config)"
             if err["type"] == "extra_forbidden":
-                valid = ", ".join(config_class.model_fields)
+                section = _model_at(config_class, err["loc"][:-1]) or config_class
+                valid = ", ".join(section.model_fields)
                 problems.append(f"unknown field '{field}' (valid: {valid})")
             else:
                 problems.append(f"field '{field}': {err['msg']}")
         raise ConfigError(f"{where}: " + "; ".join(problems)) from None
+
+
+def _model_at(config_class: type[BaseModel], loc: Sequence[str | int]) -> type[BaseModel] | None:
+    """The model that validated the value at `loc` (e.g. ('training',) -> TrainingConfig), so an
+    unknown key lists the fields of its own section; None when the path cannot be followed.
+
+    Follows model fields, Optional/Union members (pydantic puts a member's class name in the loc
+    of a union of models), list/tuple indices and dict keys."""
+    candidates: list[Any] = [config_class]
+    for part in loc:
+        following: list[Any] = []
+        for annotation in _members(candidates):
+            if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+                if part in annotation.model_fields:
+                    following.append(annotation.model_fields[part].annotation)
+                elif part == annotation.__name__:
+                    following.append(annotation)
+                continue
+            origin = typing.get_origin(annotation)
+            args = [a for a in typing.get_args(annotation) if a is not Ellipsis]
+            if isinstance(origin, type) and issubclass(origin, Mapping) and len(args) == 2:
+                following.append(args[1])
+            elif (isinstance(part, int) and isinstance(origin, type)
+                  and issubclass(origin, Sequence) and args):
+                following.extend(args)
+        if not following:
+            return None
+        candidates = following
+    models = [a for a in _members(candidates)
+              if isinstance(a, type) and issubclass(a, BaseModel)]
+    return models[0] if models else None
+
+
+def _members(annotations: list[Any]) -> list[Any]:
+    """Annotations with Optional/Union (also `A | B`) and Annotated unwrapped into their members."""
+    members = []
+    for annotation in annotations:
+        origin = typing.get_origin(annotation)
+        if origin is typing.Annotated:
+            members.extend(_members([typing.get_args(annotation)[0]]))
+        elif origin is typing.Union or origin is types.UnionType:
+            members.extend(_members(list(typing.get_args(annotation))))
+        else:
+            members.append(annotation)
+    return members

@@ -28,7 +28,8 @@ def data_dir(required: bool = True) -> Path | None:
         return None
     if not path.is_dir():
         if required:
-            raise ConfigError(f"data directory {path} does not exist")
+            problem = "is a file, not a folder" if path.exists() else "does not exist"
+            raise ConfigError(f"data directory {path} {problem}")
         return None
     return path
 

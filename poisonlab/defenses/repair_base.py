@@ -14,34 +14,55 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar, Sequence
 
 import torch
-from pydantic import Field, field_validator
+from pydantic import Field, field_serializer, field_validator
 
 from poisonlab.config import StrictConfig
 from poisonlab.data import Example
-from poisonlab.experiment.config import component
+from poisonlab.errors import ConfigError
+from poisonlab.experiment.config import ComponentSpec, component
 from poisonlab.models import LoadedModel
 from poisonlab.registry import Registry
 from poisonlab.training import TrainingConfig
 from poisonlab.tuning import TUNING_STRATEGIES, TuningStrategy, _load_all as load_strategies
 
 
+def tuning_field(default: dict[str, Any], description: str) -> Any:
+    """The `tuning` field of a repair config: a ComponentSpec (as a run's `tuning`), defaulting
+    to `default` ({name: <strategy>, <field>: <value>})."""
+    return Field(default_factory=lambda: component(default, "tuning"), description=description)
+
+
 class RepairConfig(StrictConfig):
     """Options shared by every repair: the PEFT strategy the defender trains and how."""
 
-    tuning: Any = Field(
-        default_factory=lambda: {"name": "lora", "r": 8, "alpha": 16},
-        description="PEFT strategy of the repair, {name: <strategy>, <field>: <value>}")
+    tuning: ComponentSpec = tuning_field(
+        {"name": "lora", "r": 8, "alpha": 16},
+        "PEFT strategy of the repair, {name: <strategy>, <field>: <value>}; without a name the "
+        "fields change the default strategy (e.g. --set tuning.r=64)")
     training: TrainingConfig = Field(
         default_factory=lambda: TrainingConfig(epochs=2, learning_rate=2e-4, max_length=64),
         description="training settings of the repair's fine-tuning")
 
     @field_validator("tuning", mode="before")
     @classmethod
-    def _tuning(cls, value: Any) -> Any:
+    def _tuning(cls, value: Any) -> ComponentSpec:
+        """Validated when the config is built (a typo fails before any training), and fields
+        given without a name are merged into this repair's default strategy."""
+        if isinstance(value, dict) and "name" not in value:
+            default = cls.model_fields["tuning"].get_default(call_default_factory=True)
+            value = {"name": default.name, **default.params, **value}
         spec = component(value, "tuning")
+        if spec is None:
+            raise ConfigError("tuning: a repair needs a PEFT strategy, e.g. "
+                              "{name: lora, r: 8}; null is not allowed")
         load_strategies()
         TUNING_STRATEGIES.make_config(spec.name, spec.params, where=f"tuning '{spec.name}'")
         return spec
+
+    @field_serializer("tuning")
+    def _tuning_record(self, spec: ComponentSpec) -> dict[str, Any]:
+        """Recorded as written, {name, <field>: <value>}, so a dumped config validates again."""
+        return {"name": spec.name, **spec.params}
 
 
 @dataclass

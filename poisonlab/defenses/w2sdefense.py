@@ -40,7 +40,9 @@ import torch
 from pydantic import Field
 
 from poisonlab.data import Example
-from poisonlab.defenses.repair_base import REPAIRS, RepairConfig, RepairDefense, RepairedModel
+from poisonlab.defenses.repair_base import (REPAIRS, RepairConfig, RepairDefense, RepairedModel,
+                                            tuning_field)
+from poisonlab.experiment.config import ComponentSpec
 from poisonlab.models import LoadedModel
 from poisonlab.training import TrainingConfig, encode_texts, train_classifier
 from poisonlab.training.losses import pool_hidden, unlearning_loss
@@ -55,9 +57,10 @@ PRESETS: dict[str, tuple[float, float, float]] = {
 
 
 class W2SDefenseConfig(RepairConfig):
-    tuning: Any = Field(
-        default_factory=lambda: {"name": "lora", "r": 512, "alpha": 512},
-        description="student PEFT; default LoRA r = alpha = 512 on q/v (peft's defaults)")
+    tuning: ComponentSpec = tuning_field(
+        {"name": "lora", "r": 512, "alpha": 512},
+        "student PEFT; default LoRA r = alpha = 512 on q/v (peft's defaults); without a name the "
+        "fields change that default (e.g. --set tuning.r=64)")
     teacher: str = Field("minilm", description="small model fully fine-tuned as the teacher")
     teacher_training: TrainingConfig = Field(
         default_factory=lambda: TrainingConfig(epochs=4, learning_rate=1e-4, max_length=64),
