@@ -8,15 +8,18 @@ import sys
 import warnings
 from typing import Callable, Sequence
 
-from poisonlab.cli_options import add_config_options, config_overrides, print_run_summary
+from poisonlab.cli_options import (add_config_options, add_trust_options, config_overrides,
+                                   model_trust_overrides, print_run_summary)
 from poisonlab.errors import PoisonlabError
 
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
+DATA_DIR_HELP = "research data directory (default $POISONLAB_DATA_DIR)"
+
 
 def _run(args: argparse.Namespace) -> int:
     from poisonlab.experiment import load_run_config, run_experiment
-    config = load_run_config(args.config, config_overrides(args))
+    config = load_run_config(args.config, config_overrides(args) + model_trust_overrides(args))
     metrics = run_experiment(config, force=args.force, progress=not args.quiet)
     print_run_summary(config.name, metrics, ["tuning", "attack"], config.run_dir)
     return 0
@@ -31,6 +34,8 @@ def _list(args: argparse.Namespace) -> int:
             if args.verbose:
                 for field, info in entry.config_class.model_fields.items():
                     default = info.get_default(call_default_factory=True)
+                    if hasattr(default, "model_dump"):
+                        default = default.model_dump(mode="json")
                     print(f"      {field} = {default!r}  {info.description or ''}")
     from poisonlab.data.loading import BUILTIN_SETS
     from poisonlab.data.research import RESEARCH_SETS
@@ -53,7 +58,7 @@ def _quickstart(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="poisonlab", description=__doc__)
-    parser.add_argument("--data-dir", help="research data directory (default $POISONLAB_DATA_DIR)")
+    parser.add_argument("--data-dir", help=DATA_DIR_HELP)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     run = sub.add_parser("run", help="run one experiment from a YAML config")
@@ -61,6 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_config_options(run, set_example="training.epochs=1",
                        output_help="where run folders go (default: config's output_dir)",
                        force_help="rerun even if the run finished")
+    add_trust_options(run)
     run.set_defaults(func=_run)
 
     listing = sub.add_parser("list", help="list attacks, tuning strategies, defenses, models, data")
@@ -93,8 +99,29 @@ def _extension_parsers() -> list[Callable]:
     return parsers
 
 
+def _accept_data_dir_after_subcommands(parser: argparse.ArgumentParser) -> None:
+    """Let `--data-dir` follow the subcommand too (`poisonlab run cfg.yaml --data-dir D`), as the
+    error messages that say "pass --data-dir" suggest. Subcommands are built in several modules,
+    so the option is added here to every (nested) subparser that lacks it; its default is
+    SUPPRESS so that, when absent there, the value given before the subcommand stays."""
+    for action in parser._actions:
+        if not isinstance(action, argparse._SubParsersAction):
+            continue
+        for subparser in {id(p): p for p in action.choices.values()}.values():
+            if "--data-dir" not in subparser._option_string_actions:
+                subparser.add_argument("--data-dir", default=argparse.SUPPRESS,
+                                       help=DATA_DIR_HELP)
+            _accept_data_dir_after_subcommands(subparser)
+
+
+# Raised while writing outputs (an unwritable folder, output_dir naming a file): the user can fix
+# the path. Other OSErrors (disk full, I/O errors) stay tracebacks.
+_PATH_ERRORS = (PermissionError, NotADirectoryError, FileExistsError, IsADirectoryError)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
+    _accept_data_dir_after_subcommands(parser)
     args = parser.parse_args(argv)
     try:
         from poisonlab.settings import set_data_dir
@@ -104,6 +131,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return args.func(args)
     except PoisonlabError as exc:
         print(f"poisonlab: error: {exc}", file=sys.stderr)
+        return 2
+    except _PATH_ERRORS as exc:
+        where = f" {exc.filename}" if exc.filename is not None else ""
+        print(f"poisonlab: error: cannot write{where}: {exc.strerror or exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("poisonlab: interrupted; finished runs are kept, rerun to resume", file=sys.stderr)

@@ -16,12 +16,32 @@ def add_config_options(parser: argparse.ArgumentParser, *, set_example: str,
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
+def add_trust_options(parser: argparse.ArgumentParser) -> None:
+    """`--allow-pickle` and `--trust-remote-code`: trust is granted by the person running the
+    command, never by a run folder or model being examined."""
+    parser.add_argument("--allow-pickle", action="store_true",
+                        help="allow pickle (.bin/.pt) weights, which can run code when loaded")
+    parser.add_argument("--trust-remote-code", action="store_true",
+                        help="allow a model's own Python code (auto_map) to run")
+
+
+def trust_options(args: argparse.Namespace) -> dict[str, bool]:
+    return {"allow_pickle": bool(getattr(args, "allow_pickle", False)),
+            "trust_remote_code": bool(getattr(args, "trust_remote_code", False))}
+
+
 def config_overrides(args: argparse.Namespace) -> list[str]:
     """The `--set` assignments, with `--output-dir` turned into one more."""
     overrides = list(args.set or [])
     if args.output_dir:
         overrides.append(f"output_dir={args.output_dir}")
     return overrides
+
+
+def model_trust_overrides(args: argparse.Namespace) -> list[str]:
+    """The trust flags as `--set model.<flag>=true` assignments, for configs with a `model`
+    section of the user's own."""
+    return [f"model.{key}=true" for key, value in trust_options(args).items() if value]
 
 
 def print_run_summary(name: str, metrics: dict[str, Any], columns: list[str],

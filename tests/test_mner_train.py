@@ -165,8 +165,9 @@ def test_killed_training_resumes_to_the_same_weights(synthetic32, tmp_path, monk
         monkeypatch.setattr(train_module, "make_batch", killed_at_step_8)
         with pytest.raises(KeyboardInterrupt):
             run_training(config, tmp_path / "killed", eval_splits=("test",))
-        assert (tmp_path / "killed" / "checkpoint.safetensors").is_file()
-        before_kill = _checkpoint_seconds(tmp_path / "killed")
+        partial = tmp_path / ".killed.partial"  # the run protocol's unfinished folder
+        assert (partial / "checkpoint.safetensors").is_file() and not (tmp_path / "killed").exists()
+        before_kill = _checkpoint_seconds(partial)
         resumed_calls = []
 
         def counted(*args, **kwargs):
@@ -179,7 +180,7 @@ def test_killed_training_resumes_to_the_same_weights(synthetic32, tmp_path, monk
     assert resumed["test"] == straight["test"]
     a, b = (load_file(str(tmp_path / name / "model.safetensors")) for name in ("straight", "killed"))
     assert all(torch.equal(a[k], b[k]) for k in a)
-    assert not (tmp_path / "killed" / "checkpoint.safetensors").exists()
+    assert not (tmp_path / "killed" / "checkpoint.safetensors").exists() and not partial.exists()
 
     config.train.lr = 1e-3  # a different config must not silently resume a stale checkpoint
     monkeypatch.setattr(train_module, "make_batch", killed_at_step_8)

@@ -148,3 +148,19 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
     both.write_text("data: {name: sst2}\n")
     assert main(["victim", str(both)]) == 2
     assert "exactly one of 'poison'" in capsys.readouterr().err
+
+
+def test_auto_head_follows_what_the_labels_mean(tmp_path):
+    from poisonlab.attacks.weight_base import Release
+    from poisonlab.experiment.victim import VictimConfig, victim_model
+    release = Release(tmp_path, {"proxy": {"label_names": ["negative", "positive"]}})
+    (tmp_path / "backbone").mkdir()
+    config = VictimConfig(released=str(tmp_path), data={"name": "sst2"})
+    decide = lambda names: victim_model(config, release, names)[1:]
+    assert decide(["negative", "positive"])[0] == "reuse"
+    unnamed, why = decide(["0", "1"])
+    assert unnamed == "reuse" and "unnamed labels" in why and "label_names" in why
+    assert decide(["0", "1", "2"])[0] == "fresh"
+    assert decide(["sports", "politics"])[0] == "fresh"
+    fresh = VictimConfig(released=str(tmp_path), data={"name": "sst2"}, head="fresh")
+    assert victim_model(fresh, release, ["negative", "positive"])[1] == "fresh"

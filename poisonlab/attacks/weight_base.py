@@ -10,8 +10,8 @@ here owns one step, `poison_model` (how the weights are poisoned); the shared pa
   trigger (selecting for the backdoor); here the last epoch is released, and the release record
   reports CA and ASR on the held-out proxy test split;
 - `release(parent)` writes `<parent>/<name>/` (safetensors weights, config, tokenizer, and
-  `release.json` with the trigger spec and target) through a temp folder and a rename; an existing
-  release is reused, so interrupted studies resume.
+  `release.json` with the trigger spec and target) under the run protocol (lock, partial folder,
+  rename); an existing release of the same config is reused, so interrupted studies resume.
 The victim side (downstream fine-tuning, CA/ASR) is `poisonlab.experiment.victim`."""
 
 from __future__ import annotations
@@ -30,11 +30,9 @@ import torch
 from pydantic import Field, field_validator
 
 from poisonlab.attacks.base import DATA_ATTACKS, DataPoisoningAttack
-from poisonlab.config import StrictConfig
+from poisonlab.config import RunName, StrictConfig
 from poisonlab.data import DataConfig, Example, load_dataset
 from poisonlab.errors import PoisonlabError
-from poisonlab.io import write_json
-from poisonlab.metrics import DEFINITIONS_VERSION
 from poisonlab.models import LoadedModel, load_classifier
 from poisonlab.registry import Registry
 from poisonlab.training import TrainingConfig
@@ -50,7 +48,7 @@ PAPER_TRIGGER = {"name": "badnet", "triggers": ["mn"], "label_mode": "clean", "t
 class WeightPoisonConfig(StrictConfig):
     """Options shared by every weight-poisoning attack (defaults: the PSIM / W2SDefense recipe)."""
 
-    release_name: str | None = Field(None, description="release folder name; null: "
+    release_name: RunName | None = Field(None, description="release folder name; null: "
                                                        "<attack>-<config hash>")
     base_model: str = Field("minilm", description="model to poison: builtin, folder or Hub id")
     trigger: dict[str, Any] = Field(default_factory=lambda: dict(PAPER_TRIGGER),
@@ -104,7 +102,12 @@ class Release:
                 state = {k: v for k, v in load_file(str(weights)).items()
                          if k.split(".")[0] not in HEAD_NAMES}
                 save_file(state, str(weights), metadata={"format": "pt"})
-            os.replace(tmp, folder)
+            try:
+                os.replace(tmp, folder)
+            except OSError:
+                if not folder.is_dir():
+                    raise
+                shutil.rmtree(tmp, ignore_errors=True)  # another process made it first
         return folder
 
 
@@ -156,52 +159,58 @@ class WeightPoisoningAttack(ABC):
         return DATA_ATTACKS.build(spec["name"], {k: v for k, v in spec.items() if k != "name"},
                                   where=f"trigger '{spec['name']}'")
 
+    def resolved(self) -> dict[str, Any]:
+        return {"attack": self.name, **self.config.model_dump(mode="json")}
+
     def release(self, parent: str | Path = "released", *, force: bool = False,
-                progress: bool = True) -> Release:
-        """Poison the base model and write the release folder (or reuse an existing one)."""
-        folder = Path(parent) / self.folder_name()
-        if (folder / RELEASE_RECORD).exists() and not force:
-            return read_release(folder)
+                progress: bool = True, allow_pickle: bool = False,
+                trust_remote_code: bool = False) -> Release:
+        """Poison the base model and write the release folder (an existing release of the same
+        config is reused; one of another config is refused unless `force`). Trust settings
+        apply to loading the base model and come from the caller."""
         from poisonlab.experiment.pipeline import EvaluationSets, evaluate
+        from poisonlab.experiment.rundir import RunSlot
+        slot = RunSlot(Path(parent) / self.folder_name(), self.resolved(), kind="release",
+                       seed=self.config.seed, marker=RELEASE_RECORD)
+        if slot.reusable(force) is not None:
+            return read_release(slot.path)
         cfg = self.config
         started = time.time()
-        dataset = load_dataset(cfg.proxy)
-        trigger = self.trigger_attack()
-        trigger.check_labels(dataset.num_labels)
-        trigger.prepare(dataset)
-        loaded = load_classifier(cfg.base_model, dataset.num_labels, seed=cfg.seed)
         room = cfg.training.max_length - 2 - cfg.trigger_room  # 2: [CLS]/[SEP] or BOS/EOS
         if room < 1:
             raise PoisonlabError(f"attack '{self.name}': trigger_room {cfg.trigger_room} leaves "
                                  f"no text within max_length {cfg.training.max_length}")
+        dataset = load_dataset(cfg.proxy)
+        trigger = self.trigger_attack()
+        trigger.check_labels(dataset.num_labels)
+        trigger.prepare(dataset)
+        loaded = load_classifier(cfg.base_model, dataset.num_labels, seed=cfg.seed,
+                                 allow_pickle=allow_pickle, trust_remote_code=trust_remote_code)
         train = fit_to_length(dataset.train, loaded.tokenizer, room)
         test = fit_to_length(dataset.test, loaded.tokenizer, room)
         poisoned_train, report = trigger.poison(train)
-        torch.manual_seed(cfg.seed)
-        self.poison_model(loaded, train, poisoned_train, progress=progress)
         poisoned_test, misses = trigger.poisoned_test(test)
-        sets = EvaluationSets(test, poisoned_test, trigger.config.target_label)
-        metrics, _ = evaluate(loaded.model, loaded.tokenizer, sets, dataset.num_labels,
-                              batch_size=cfg.training.eval_batch_size,
-                              max_length=cfg.training.max_length)
-        record = {
-            "attack": self.name, "config": cfg.model_dump(mode="json"),
-            "trigger": cfg.trigger, "target_label": trigger.config.target_label,
-            "base_model": cfg.base_model,
-            "proxy": {"name": dataset.name, "label_names": dataset.label_names,
-                      "train": len(train), "test": len(test),
-                      "poisoned_test": len(poisoned_test), "test_trigger_misses": misses},
-            "poison": report.as_dict(), "proxy_test_metrics": metrics,
-            "checkpoint": "last epoch (no selection on triggered data)",
-            "definitions_version": DEFINITIONS_VERSION,
-            "seconds": round(time.time() - started, 1)}
-        tmp = _temp_folder(folder)
-        loaded.model.save_pretrained(tmp, safe_serialization=True)
-        loaded.tokenizer.save_pretrained(tmp)
-        write_json(tmp / RELEASE_RECORD, record)
-        shutil.rmtree(folder, ignore_errors=True)
-        os.replace(tmp, folder)
-        return Release(folder, record)
+        with slot.building() as run:
+            torch.manual_seed(cfg.seed)
+            self.poison_model(loaded, train, poisoned_train, progress=progress)
+            sets = EvaluationSets(test, poisoned_test, trigger.config.target_label)
+            metrics, _ = evaluate(loaded.model, loaded.tokenizer, sets, dataset.num_labels,
+                                  batch_size=cfg.training.eval_batch_size,
+                                  max_length=cfg.training.max_length)
+            record = {
+                "attack": self.name, "config": cfg.model_dump(mode="json"),
+                "trigger": cfg.trigger, "target_label": trigger.config.target_label,
+                "base_model": cfg.base_model,
+                "proxy": {"name": dataset.name, "label_names": dataset.label_names,
+                          "train": len(train), "test": len(test),
+                          "poisoned_test": len(poisoned_test), "test_trigger_misses": misses},
+                "poison": report.as_dict(), "proxy_test_metrics": metrics,
+                "checkpoint": "last epoch (no selection on triggered data)",
+                "seconds": round(time.time() - started, 1)}
+            loaded.model.save_pretrained(run.path, safe_serialization=True)
+            loaded.tokenizer.save_pretrained(run.path)
+            run.finish(record)
+        return read_release(slot.path)
 
 
 WEIGHT_ATTACKS: Registry[WeightPoisoningAttack] = Registry("weight-poisoning attack")

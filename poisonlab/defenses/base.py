@@ -54,25 +54,29 @@ class SuspectModel:
                               batch_size=self.batch_size, max_length=self.max_length)
 
     @classmethod
-    def from_run(cls, run_dir: str | Path, **kwargs: Any) -> "SuspectModel":
+    def from_run(cls, run_dir: str | Path, *, allow_pickle: bool = False,
+                 trust_remote_code: bool = False, **kwargs: Any) -> "SuspectModel":
         """The trained model of a run folder; its base model (`model.name`) is the suspect
-        weights, i.e. the released checkpoint in the weight-poisoning threat model."""
+        weights, i.e. the released checkpoint in the weight-poisoning threat model. Trust
+        settings are the caller's: the folder's own config never grants them."""
         from poisonlab.experiment.restore import restore_run
-        run = restore_run(run_dir)
+        run = restore_run(run_dir, allow_pickle=allow_pickle,
+                          trust_remote_code=trust_remote_code)
         num_labels = run.model.config.num_labels
-        model = run.config.model
+        name, seed = run.config.model.name, run.config.seed
         return cls(run.model, run.loaded.tokenizer, num_labels,
-                   lambda: load_classifier(model.name, num_labels, seed=run.config.seed,
-                                           allow_pickle=model.allow_pickle,
-                                           trust_remote_code=model.trust_remote_code),
-                   model.name, max_length=run.config.training.max_length, **kwargs)
+                   lambda: load_classifier(name, num_labels, seed=seed, allow_pickle=allow_pickle,
+                                           trust_remote_code=trust_remote_code),
+                   name, max_length=run.config.training.max_length, **kwargs)
 
     @classmethod
-    def from_released(cls, name: str, num_labels: int = 2, **kwargs: Any) -> "SuspectModel":
+    def from_released(cls, name: str, num_labels: int = 2, *, allow_pickle: bool = False,
+                      trust_remote_code: bool = False, **kwargs: Any) -> "SuspectModel":
         """A released classifier used as is: it is both the victim and the suspect weights."""
-        loaded = load_classifier(name, num_labels)
+        trust = {"allow_pickle": allow_pickle, "trust_remote_code": trust_remote_code}
+        loaded = load_classifier(name, num_labels, **trust)
         return cls(loaded.model, loaded.tokenizer, num_labels,
-                   lambda: load_classifier(name, num_labels), name, **kwargs)
+                   lambda: load_classifier(name, num_labels, **trust), name, **kwargs)
 
 
 class Detector(ABC):

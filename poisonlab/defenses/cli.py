@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 
+from poisonlab.cli_options import add_trust_options, trust_options
 from poisonlab.config import read_yaml, set_dotted
 
 
@@ -25,7 +26,8 @@ def _defend(args: argparse.Namespace) -> int:
     for assignment in args.set or []:
         set_dotted(raw, assignment)
     config = validate_config(DetectionConfig, raw, where=args.config or "defend")
-    metrics = run_detection(config, force=args.force, progress=not args.quiet)
+    metrics = run_detection(config, force=args.force, progress=not args.quiet,
+                            **trust_options(args))
     columns = ["defense", "clean_accuracy_no_defense", "attack_success_rate_no_defense",
                "clean_accuracy", "attack_success_rate", "false_rejection_rate",
                "false_acceptance_rate", "auroc"]
@@ -65,6 +67,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--output-dir", help="where result folders go (default: defenses)")
     parser.add_argument("--force", action="store_true", help="rerun a finished result")
     parser.add_argument("--quiet", action="store_true", help="no progress output")
+    add_trust_options(parser)
     parser.set_defaults(func=_defend)
 
     plot = subparsers.add_parser("defense-histograms",

@@ -15,22 +15,23 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
-from poisonlab.config import StrictConfig
-from poisonlab.data import DataConfig, Example, load_dataset
+from poisonlab.config import RunName, StrictConfig
+from poisonlab.data import DataConfig, DatasetSplits, Example, load_dataset
 from poisonlab.defenses.base import DETECTORS, Detector, SuspectModel, calibrated_threshold
 from poisonlab.errors import ConfigError
-from poisonlab.experiment.config import ComponentSpec, component
-from poisonlab.experiment.rundir import RunDir
+from poisonlab.experiment.config import ComponentSpec, component, derive_seeds
+from poisonlab.experiment.rundir import RunDir, RunSlot
 from poisonlab.io import atomic_write
 from poisonlab.metrics import (attack_success_rate, auroc, clean_accuracy, false_acceptance_rate,
                                false_rejection_rate)
+from poisonlab.models.loading import check_model_source
 from poisonlab.registry import validate_config
 
 
 class DetectionConfig(StrictConfig):
-    name: str = Field("defense", description="result folder name under output_dir")
+    name: RunName = Field("defense", description="result folder name under output_dir")
     victim: str = Field(description="a finished run folder with saved weights, or a released "
                                     "classifier (builtin name, folder or Hub id) used as is")
     defense: ComponentSpec = Field(description="detector: {name: psim|onion|strip, ...config}")
@@ -44,13 +45,21 @@ class DetectionConfig(StrictConfig):
     also_calibrated: bool = Field(
         True, description="with a fixed threshold, also report metrics at a threshold "
                           "calibrated on the clean dev set to target_frr (keys *_calibrated)")
-    seed: int = Field(0, description="seed recorded with the results (components have their own)")
+    seed: int = Field(0, description="seed of the detector (unless its own seed is set)")
     output_dir: str = Field("defenses")
 
     @field_validator("defense", "attack", mode="before")
     @classmethod
     def _component(cls, value: Any, info: Any) -> Any:
         return component(value, info.field_name)
+
+
+    @model_validator(mode="after")
+    def _derive_seeds(self) -> "DetectionConfig":
+        from poisonlab.defenses import load_all
+        load_all()
+        derive_seeds(self.seed, [], [(self.defense, DETECTORS)])
+        return self
 
     @property
     def result_dir(self) -> Path:
@@ -123,47 +132,71 @@ def evaluate_detector(detector: Detector, clean_test: Sequence[Example],
     return metrics, rows
 
 
-def _victim_and_data(config: DetectionConfig) -> tuple[SuspectModel, DataConfig,
-                                                        ComponentSpec | None]:
+def _is_run_folder(victim: str) -> bool:
+    return (Path(victim) / "config.yaml").is_file()
+
+
+def detection_inputs(config: DetectionConfig) -> tuple[DataConfig, ComponentSpec]:
+    """The defender's data config and the trigger to evaluate, read without loading a model:
+    for a run folder, its data (with the config's fields merged over) and its attack."""
+    from poisonlab.experiment.restore import trained_run_config
     victim = Path(config.victim)
-    if (victim / "config.yaml").exists() and (victim / "metrics.json").exists():
-        suspect = SuspectModel.from_run(victim)
-        import yaml
-        run = yaml.safe_load((victim / "config.yaml").read_text(encoding="utf-8"))
-        data = validate_config(DataConfig, {**run["data"], **config.data},
+    if _is_run_folder(config.victim):
+        if not (victim / "metrics.json").is_file():
+            raise ConfigError(f"{victim}: the run is not finished (no metrics.json)")
+        run = trained_run_config(victim)
+        data = validate_config(DataConfig, {**run.data.model_dump(mode="json"), **config.data},
                                where=f"{victim}/config.yaml: data")
-        attack = config.attack or component(run.get("attack"), "attack")
-        return suspect, data, attack
-    if "name" not in config.data:
-        raise ConfigError(f"defense '{config.name}': field 'data': a released model needs a data "
-                          "config with a name (e.g. {name: sst2})")
-    return (SuspectModel.from_released(config.victim, config.num_labels),
-            validate_config(DataConfig, config.data, where="data"), config.attack)
-
-
-def run_detection(config: DetectionConfig, *, force: bool = False,
-                  progress: bool = False) -> dict[str, Any]:
-    """Fit the detector on the defender's clean data, evaluate it, write the result folder."""
-    from poisonlab.attacks import DATA_ATTACKS, load_all as load_attacks
-    from poisonlab.defenses import load_all as load_defenses
-    result = RunDir(config.result_dir)
-    if result.finished() and not force:
-        return result.read_metrics()
-    load_defenses()
-    load_attacks()
-    detector = config.defense.build(DETECTORS, where=f"defense '{config.defense.name}'")
-    suspect, data_config, attack_spec = _victim_and_data(config)
-    if attack_spec is None:
+        attack = config.attack or run.attack
+    else:
+        check_model_source(config.victim)
+        if "name" not in config.data:
+            raise ConfigError(f"defense '{config.name}': field 'data': a released model needs "
+                              "a data config with a name (e.g. {name: sst2})")
+        data = validate_config(DataConfig, config.data, where="data")
+        attack = config.attack
+    if attack is None:
         raise ConfigError(f"defense '{config.name}': field 'attack': the run has no attack; "
                           "name the trigger to evaluate (e.g. {name: badnet, target_label: 1})")
+    return data, attack
+
+
+def load_suspect(config: DetectionConfig, *, allow_pickle: bool = False,
+                 trust_remote_code: bool = False) -> SuspectModel:
+    trust = {"allow_pickle": allow_pickle, "trust_remote_code": trust_remote_code}
+    if _is_run_folder(config.victim):
+        return SuspectModel.from_run(config.victim, **trust)
+    return SuspectModel.from_released(config.victim, config.num_labels, **trust)
+
+
+def run_detection(config: DetectionConfig, *, force: bool = False, progress: bool = False,
+                  allow_pickle: bool = False, trust_remote_code: bool = False) -> dict[str, Any]:
+    """Fit the detector on the defender's clean data, evaluate it, write the result folder.
+    Trust settings are the caller's; the victim folder never grants them."""
+    from poisonlab.attacks import DATA_ATTACKS, load_all as load_attacks
+    load_attacks()
+    data_config, attack_spec = detection_inputs(config)
     attack = attack_spec.build(DATA_ATTACKS, where=f"attack '{attack_spec.name}'")
+    resolved = {**config.resolved(), "data": data_config.model_dump(mode="json"),
+                "attack": {"name": attack_spec.name, **attack.config.model_dump(mode="json")}}
+    slot = RunSlot(config.result_dir, resolved, kind="detection", seed=config.seed)
+    reused = slot.reusable(force)
+    if reused is not None:
+        return reused
+    detector = config.defense.build(DETECTORS, where=f"defense '{config.defense.name}'")
     dataset = load_dataset(data_config)
     attack.check_labels(dataset.num_labels)
     attack.prepare(dataset)
     poisoned_test, _ = attack.poisoned_test(dataset.test)
-    result.start({**config.resolved(), "data": data_config.model_dump(mode="json"),
-                  "attack": {"name": attack_spec.name, **attack.config.model_dump(mode="json")}},
-                 config.seed)
+    suspect = load_suspect(config, allow_pickle=allow_pickle, trust_remote_code=trust_remote_code)
+    with slot.building() as result:
+        return _fit_and_evaluate(config, detector, suspect, dataset, poisoned_test,
+                                 attack.config.target_label, attack_spec.name, result)
+
+
+def _fit_and_evaluate(config: DetectionConfig, detector: Detector, suspect: SuspectModel,
+                      dataset: DatasetSplits, poisoned_test: list[Example], target_label: int,
+                      attack_name: str, result: RunDir) -> dict[str, Any]:
     started = time.time()
     detector.fit(suspect, dataset.train, dataset.dev or None)
     fit_seconds = time.time() - started
@@ -173,8 +206,7 @@ def run_detection(config: DetectionConfig, *, force: bool = False,
     if config.also_calibrated and detector.calibration_["fixed"] and dataset.dev:
         dev_scores = detector.score([e.text for e in dataset.dev])
         extra["calibrated"] = calibrated_threshold(dev_scores, detector.config.target_frr)
-    metrics, rows = evaluate_detector(detector, dataset.test, poisoned_test,
-                                      attack.config.target_label, extra)
+    metrics, rows = evaluate_detector(detector, dataset.test, poisoned_test, target_label, extra)
     result.write_predictions("scores", rows)
     thresholds = {"threshold": metrics["threshold"], **(
         {"calibrated": metrics["threshold_calibrated"]} if "threshold_calibrated" in metrics
@@ -183,7 +215,7 @@ def run_detection(config: DetectionConfig, *, force: bool = False,
                    result.path / "histogram.png")
     metrics.update({"seed": config.seed, "defense": config.defense.name,
                     "victim": config.victim, "dataset": dataset.name,
-                    "attack": attack_spec.name, "fit_seconds": round(fit_seconds, 2),
+                    "attack": attack_name, "fit_seconds": round(fit_seconds, 2),
                     "sizes": {**metrics["sizes"], "defender_train": len(dataset.train),
                               "defender_dev": len(dataset.dev)}})
     result.finish(metrics)

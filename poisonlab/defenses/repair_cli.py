@@ -6,33 +6,35 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import yaml
-
+from poisonlab.cli_options import add_trust_options, trust_options
 from poisonlab.config import set_dotted
 from poisonlab.errors import ConfigError
 
 
 def _repair(args: argparse.Namespace) -> int:
-    from poisonlab.defenses.repair_pipeline import run_repair_cell
+    from poisonlab.defenses.repair_pipeline import RepairCellConfig, run_repair_cell
+    from poisonlab.registry import validate_config
     from poisonlab.report.tables import markdown_table
     suspect = Path(args.suspect)
-    if not (suspect / "config.yaml").exists():
+    if not (suspect / "config.yaml").is_file():
         raise ConfigError(f"{suspect}: not a run folder (no config.yaml)")
-    victim = yaml.safe_load((suspect / "config.yaml").read_text(encoding="utf-8"))
-    for key in ("name", "output_dir", "save_weights"):
-        victim.pop(key, None)
     repair: dict = {"name": args.defense}
     for assignment in args.set or []:
         set_dotted(repair, assignment)
     data = {"name": args.data, "train_size": args.train_size, "test_size": args.test_size}
-    common = {"output_dir": args.output_dir, "victim": victim, "victim_name": suspect.name,
-              "victims_dir": str(suspect.parent), "defender_data": data,
-              "seed": victim.get("seed", 0)}
+    from poisonlab.experiment.restore import trained_run_config
+    common = {"output_dir": args.output_dir, "suspect": str(suspect), "defender_data": data,
+              "seed": trained_run_config(suspect).seed}
+    cells = [validate_config(RepairCellConfig, {**common, "name": f"{suspect.name}__{name}",
+                                                "repair": spec}, where="repair")
+             for name, spec in (("suspect", None), (args.defense, repair))]
+    for cell in cells:
+        cell.resolved()  # every field checked before the first run
     rows = []
-    for name, spec in (("suspect", None), (args.defense, repair)):
-        metrics = run_repair_cell({**common, "name": f"{suspect.name}__{name}", "repair": spec},
-                                  force=args.force, progress=not args.quiet)
-        rows.append({"model": name, **metrics})
+    for cell in cells:
+        metrics = run_repair_cell(cell, force=args.force, progress=not args.quiet,
+                                  **trust_options(args))
+        rows.append({"model": cell.repair.name if cell.repair else "suspect", **metrics})
     print(markdown_table(rows, ["model", "clean_accuracy", "attack_success_rate"],
                          percent=["clean_accuracy", "attack_success_rate"]))
     print(f"run folders: {args.output_dir}")
@@ -54,4 +56,5 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--output-dir", default="runs/repairs")
     parser.add_argument("--force", action="store_true", help="rerun finished repairs")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_trust_options(parser)
     parser.set_defaults(func=_repair)

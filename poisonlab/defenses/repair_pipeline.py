@@ -14,15 +14,15 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
-from poisonlab.config import StrictConfig
+from poisonlab.config import RunName, StrictConfig
 from poisonlab.data import DataConfig, load_dataset
 from poisonlab.experiment import load_run_config, run_experiment
-from poisonlab.experiment.config import ComponentSpec, RunConfig, component
+from poisonlab.experiment.config import ComponentSpec, RunConfig, component, derive_seeds
 from poisonlab.experiment.pipeline import EvaluationSets, build_attack, evaluate
-from poisonlab.experiment.restore import restore_run
-from poisonlab.experiment.rundir import RunDir
+from poisonlab.experiment.restore import restore_run, trained_run_config
+from poisonlab.experiment.rundir import RunSlot
 from poisonlab.metrics import flip_rate
 from poisonlab.models import LoadedModel
 from poisonlab.registry import validate_config
@@ -34,12 +34,18 @@ class EvaluationConfig(StrictConfig):
 
 
 class RepairCellConfig(StrictConfig):
-    name: str = "repair"
+    name: RunName = "repair"
     output_dir: str = "runs"
-    seed: int = 0
-    victim: dict[str, Any] = Field(description="run config of the suspect (poisoned or clean)")
-    victim_name: str = Field(description="run-folder name of the suspect under victims_dir")
+    seed: int = Field(0, description="seed of the suspect's training and of the defender's "
+                                     "data subsample (unless they set their own)")
+    victim: dict[str, Any] | None = Field(
+        None, description="run config of the suspect (poisoned or clean), trained once")
+    victim_name: RunName | None = Field(None, description="run-folder name of the suspect under "
+                                                      "victims_dir")
     victims_dir: str | None = Field(None, description="default: <output_dir>/../victims")
+    suspect: str | None = Field(
+        None, description="instead of victim: a finished run folder whose model is repaired as "
+                          "is (loaded with the caller's trust settings, never the folder's)")
     defender_data: DataConfig = Field(description="train split: the defender's clean data; "
                                                   "test split: evaluation")
     evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
@@ -55,7 +61,19 @@ class RepairCellConfig(StrictConfig):
     def _repair(cls, value: Any) -> Any:
         return component(value, "repair")
 
+    @model_validator(mode="after")
+    def _one_suspect(self) -> "RepairCellConfig":
+        if (self.suspect is None) == (self.victim is None or self.victim_name is None):
+            raise ValueError("give either 'suspect' (a finished run folder) or 'victim' and "
+                             "'victim_name' (a suspect to train)")
+        derive_seeds(self.seed, [self.defender_data])
+        return self
+
     def victim_config(self) -> RunConfig:
+        """The run config of the suspect: trained by this cell (victim) or read from the
+        suspect folder."""
+        if self.suspect is not None:
+            return trained_run_config(self.suspect)
         folder = self.victims_dir or str(Path(self.output_dir).parent / "victims")
         raw = {**copy.deepcopy(self.victim), "name": self.victim_name, "output_dir": folder,
                "save_weights": True}
@@ -68,13 +86,39 @@ class RepairCellConfig(StrictConfig):
         params = deep_merge(self.repair_defaults, self.repair_extra.get(self.repair.name, {}))
         return deep_merge(params, self.repair.params)
 
+    def resolved(self) -> dict[str, Any]:
+        """The cell with the repair's defaults filled in (validates the repair's fields)."""
+        from poisonlab.defenses import load_all
+        from poisonlab.defenses.repair_base import REPAIRS
+        load_all()
+        data = self.model_dump(mode="json")
+        if self.repair is not None:
+            values = REPAIRS.make_config(self.repair.name, self.repair_params(),
+                                         where=f"repair '{self.repair.name}'")
+            data["repair"] = {"name": self.repair.name, **values.model_dump(mode="json")}
+        if self.suspect is None:
+            self.victim_config()  # validates the suspect's run config
+        return data
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.output_dir) / self.name
+
 
 def prepare_suspect(config: RunConfig, *, progress: bool = False) -> LoadedModel:
-    """Train the suspect once (cached in its run folder) and load it."""
+    """Train the suspect once (cached in its run folder) and load it (with its own config's
+    trust settings: this config is the caller's)."""
     run_experiment(config, progress=progress)
-    restored = restore_run(config.run_dir)
+    return load_suspect(config.run_dir, allow_pickle=config.model.allow_pickle,
+                        trust_remote_code=config.model.trust_remote_code)
+
+
+def load_suspect(folder: str | Path, *, allow_pickle: bool = False,
+                 trust_remote_code: bool = False) -> LoadedModel:
+    """A finished run folder's model, loaded with the caller's trust settings."""
+    restored = restore_run(folder, allow_pickle=allow_pickle, trust_remote_code=trust_remote_code)
     return LoadedModel(restored.model, restored.loaded.tokenizer, restored.loaded.kind,
-                       config.run_dir.name)
+                       Path(folder).name)
 
 
 def _flip_rate(sets: EvaluationSets, predictions: dict[str, np.ndarray]) -> float | None:
@@ -90,48 +134,48 @@ def _flip_rate(sets: EvaluationSets, predictions: dict[str, np.ndarray]) -> floa
                      sets.target_label)
 
 
-def run_repair_cell(raw: dict[str, Any], *, force: bool = False,
-                    progress: bool = False) -> dict[str, Any]:
+def run_repair_cell(raw: dict[str, Any] | RepairCellConfig, *, force: bool = False,
+                    progress: bool = False, allow_pickle: bool = False,
+                    trust_remote_code: bool = False) -> dict[str, Any]:
     from poisonlab.defenses.repair_base import REPAIRS
-    from poisonlab.defenses import load_all
-    cell = validate_config(RepairCellConfig, raw, where=f"cell '{raw.get('name')}'")
-    run = RunDir(Path(cell.output_dir) / cell.name)
-    if run.finished() and not force:
-        return run.read_metrics()
-    load_all()
+    cell = raw if isinstance(raw, RepairCellConfig) else validate_config(
+        RepairCellConfig, raw, where=f"cell '{raw.get('name')}'")
+    slot = RunSlot(cell.run_dir, cell.resolved(), kind="repair", seed=cell.seed)
+    reused = slot.reusable(force)
+    if reused is not None:
+        return reused
     repair = (REPAIRS.build(cell.repair.name, cell.repair_params(),
                             where=f"repair '{cell.repair.name}'") if cell.repair else None)
     victim_config = cell.victim_config()
-    suspect = prepare_suspect(victim_config, progress=progress)
     dataset = load_dataset(cell.defender_data)
     attack = build_attack(victim_config, dataset)
     poisoned_test, misses = attack.poisoned_test(dataset.test) if attack else ([], 0)
     sets = EvaluationSets(dataset.test, poisoned_test,
                           attack.config.target_label if attack else None)
-    resolved = cell.model_dump(mode="json")
-    if repair is not None:
-        resolved["repair"] = {"name": repair.name, **repair.config.model_dump(mode="json")}
-    run.start(resolved, cell.seed)
-
-    started = time.time()
-    model, tokenizer, history = suspect.model, suspect.tokenizer, []
-    if repair is not None:
-        repaired = repair.repair(suspect, dataset.train, progress=progress)
-        model, tokenizer, history = repaired.model, repaired.tokenizer, repaired.history
-        if cell.save_weights:
-            run.write_weights(repaired.trained_state, "repaired")
-    repair_seconds = time.time() - started
-    metrics, predictions = evaluate(model, tokenizer, sets, dataset.num_labels,
-                                    **cell.evaluation.model_dump())
-    metrics["flip_rate"] = _flip_rate(sets, predictions)
-    run.log(f"CA {metrics['clean_accuracy']:.4f} ASR {metrics['attack_success_rate']}")
-    metrics.update({
-        "seed": cell.seed, "dataset": dataset.name, "victim": str(victim_config.run_dir),
-        "attack": victim_config.attack.name if victim_config.attack else None,
-        "repair": repair.name if repair else None, "target_label": sets.target_label,
-        "sizes": {"defender_train": len(dataset.train), "test": len(dataset.test),
-                  "poisoned_test": len(poisoned_test)},
-        "test_trigger_misses": misses, "history": history,
-        "repair_seconds": round(repair_seconds, 1)})
-    run.finish(metrics)
-    return run.read_metrics()
+    suspect = (load_suspect(cell.suspect, allow_pickle=allow_pickle,
+                            trust_remote_code=trust_remote_code) if cell.suspect
+               else prepare_suspect(victim_config, progress=progress))
+    with slot.building() as run:
+        started = time.time()
+        model, tokenizer, history = suspect.model, suspect.tokenizer, []
+        if repair is not None:
+            repaired = repair.repair(suspect, dataset.train, progress=progress)
+            model, tokenizer, history = repaired.model, repaired.tokenizer, repaired.history
+            if cell.save_weights:
+                run.write_weights(repaired.trained_state, "repaired")
+        repair_seconds = time.time() - started
+        metrics, predictions = evaluate(model, tokenizer, sets, dataset.num_labels,
+                                        **cell.evaluation.model_dump())
+        metrics["flip_rate"] = _flip_rate(sets, predictions)
+        run.log(f"CA {metrics['clean_accuracy']:.4f} ASR {metrics['attack_success_rate']}")
+        metrics.update({
+            "seed": cell.seed, "dataset": dataset.name,
+            "victim": str(cell.suspect or victim_config.run_dir),
+            "attack": victim_config.attack.name if victim_config.attack else None,
+            "repair": repair.name if repair else None, "target_label": sets.target_label,
+            "sizes": {"defender_train": len(dataset.train), "test": len(dataset.test),
+                      "poisoned_test": len(poisoned_test)},
+            "test_trigger_misses": misses, "history": history,
+            "repair_seconds": round(repair_seconds, 1)})
+        run.finish(metrics)
+        return run.read_metrics()

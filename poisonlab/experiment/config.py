@@ -8,9 +8,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, field_validator
+from pydantic import BaseModel, Field, field_validator, model_validator
 
-from poisonlab.config import StrictConfig, read_yaml, set_dotted
+from poisonlab.config import RunName, StrictConfig, read_yaml, set_dotted
 from poisonlab.data import DataConfig
 from poisonlab.errors import ConfigError
 from poisonlab.registry import Registry, validate_config
@@ -33,6 +33,20 @@ class ComponentSpec(StrictConfig):
         return registry.build(self.name, self.params, where=where)
 
 
+def derive_seeds(seed: int, parts: list[BaseModel],
+                 specs: list[tuple[ComponentSpec | None, Registry]] = ()) -> None:
+    """Give every part and component without an explicitly set seed the run's seed, so one
+    `seed` changes the subsample, the poisoned examples, the initialisation and the training
+    order together (a component gets it only when its config has a `seed` field)."""
+    for part in parts:
+        if "seed" in type(part).model_fields and "seed" not in part.model_fields_set:
+            part.seed = seed
+    for spec, registry in specs:
+        if spec is not None and "seed" not in spec.params and \
+                "seed" in registry.entry(spec.name).config_class.model_fields:
+            spec.params = {**spec.params, "seed": seed}
+
+
 def component(value: Any, where: str) -> ComponentSpec | None:
     if value is None:
         return None
@@ -47,8 +61,9 @@ def component(value: Any, where: str) -> ComponentSpec | None:
 
 
 class RunConfig(StrictConfig):
-    name: str = Field("run", description="run folder name under output_dir")
-    seed: int = Field(0, description="seed of model init, poisoning and training")
+    name: RunName = Field("run", description="run folder name under output_dir (one path component)")
+    seed: int = Field(0, description="seed of model init, data subsampling, poisoning, tuning "
+                                     "and training (a component's own seed, when set, wins)")
     data: DataConfig
     model: ModelConfig = Field(default_factory=ModelConfig)
     attack: ComponentSpec | None = Field(None, description="data-poisoning attack; null: clean")
@@ -65,6 +80,14 @@ class RunConfig(StrictConfig):
     @classmethod
     def _component(cls, value: Any, info: Any) -> Any:
         return component(value, info.field_name)
+
+
+    @model_validator(mode="after")
+    def _derive_seeds(self) -> "RunConfig":
+        from poisonlab.registries import registry_for
+        derive_seeds(self.seed, [self.data, self.training],
+                     [(self.attack, registry_for("attack")), (self.tuning, registry_for("tuning"))])
+        return self
 
     def resolved(self) -> dict[str, Any]:
         """The config with every component's defaults filled in (what a run folder records)."""

@@ -9,12 +9,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from poisonlab.attacks import DATA_ATTACKS, DataPoisoningAttack, load_all as load_attacks
+from poisonlab.attacks import (DATA_ATTACKS, DataPoisoningAttack, PoisonReport,
+                               load_all as load_attacks)
 from poisonlab.data import DatasetSplits, Example, load_dataset
 from poisonlab.experiment.config import RunConfig
-from poisonlab.experiment.rundir import RunDir
+from poisonlab.experiment.rundir import RunDir, RunSlot
 from poisonlab.metrics import attack_success_rate, clean_accuracy, per_class_accuracy
-from poisonlab.models import load_classifier
+from poisonlab.models import LoadedModel, load_classifier
+from poisonlab.models.loading import check_model_source
 from poisonlab.training import predict_logits, train_classifier
 from poisonlab.tuning import TUNING_STRATEGIES, _load_all as load_strategies
 
@@ -56,32 +58,67 @@ def build_attack(config: RunConfig, dataset: DatasetSplits) -> DataPoisoningAtta
     return attack.prepare(dataset)
 
 
-def run_experiment(config: RunConfig, *, force: bool = False, progress: bool = True) -> dict:
-    """Run one configuration into its run folder and return its metrics (cached if finished)."""
-    run = RunDir(config.run_dir)
-    if run.finished() and not force:
-        return run.read_metrics()
+@dataclass
+class PreparedRun:
+    """Everything a run needs that can fail on bad input, built before its folder exists."""
+
+    config: RunConfig
+    dataset: DatasetSplits
+    loaded: LoadedModel
+    strategy: Any
+    train_set: list[Example]
+    poison_report: PoisonReport | None
+    sets: EvaluationSets
+    test_misses: int | None
+
+
+def prepare_run(config: RunConfig) -> PreparedRun:
+    """Load the data, build and apply the attack, load the model: every user error a run can
+    hit before training."""
     load_strategies()
     strategy = config.tuning.build(TUNING_STRATEGIES, where=f"tuning '{config.tuning.name}'")
-    started = time.time()
+    check_model_source(config.model.name, allow_pickle=config.model.allow_pickle,
+                       trust_remote_code=config.model.trust_remote_code)
     dataset = load_dataset(config.data)
     attack = build_attack(config, dataset)
-    run.start(config.resolved(), config.seed)
-
-    train_set, report = dataset.train, None
+    train_set, report, misses = dataset.train, None, None
     sets = EvaluationSets(dataset.test, [], None)
     if attack is not None:
         if config.poison_training:
             train_set, report = attack.poison(dataset.train)
-            run.log(f"poisoned {report.poisoned} of {len(train_set)} training examples "
-                    f"({report.misses} trigger misses)")
-        poisoned_test, test_misses = attack.poisoned_test(dataset.test)
+        poisoned_test, misses = attack.poisoned_test(dataset.test)
         sets = EvaluationSets(dataset.test, poisoned_test, attack.config.target_label)
     loaded = load_classifier(config.model.name, dataset.num_labels, seed=config.seed,
                              allow_pickle=config.model.allow_pickle,
                              trust_remote_code=config.model.trust_remote_code)
+    return PreparedRun(config, dataset, loaded, strategy, train_set, report, sets, misses)
+
+
+def run_experiment(config: RunConfig, *, force: bool = False, progress: bool = True) -> dict:
+    """Run one configuration into its run folder and return its metrics (a finished folder of
+    the same config is reused; one of another config is refused)."""
+    slot = RunSlot(config.run_dir, config.resolved(), kind="train", seed=config.seed)
+    reused = slot.reusable(force)
+    if reused is not None:
+        return reused
+    prepared = prepare_run(config)
+    with slot.building() as run:
+        return train_and_measure(prepared, run, progress=progress)
+
+
+def train_and_measure(prepared: PreparedRun, run: RunDir, *, progress: bool = True,
+                      extra: dict[str, Any] | None = None) -> dict:
+    """Tune the model on the (poisoned) training set, measure CA and ASR, write `run`
+    (`extra` joins its metrics)."""
+    config, dataset, sets = prepared.config, prepared.dataset, prepared.sets
+    report, train_set = prepared.poison_report, prepared.train_set
+    started = time.time()
+    if report is not None:
+        run.log(f"poisoned {report.poisoned} of {len(train_set)} training examples "
+                f"({report.misses} trigger misses)")
+    loaded = prepared.loaded
     torch.manual_seed(config.seed)
-    model = strategy.apply(loaded)
+    model = prepared.strategy.apply(loaded)
     tc = config.training
     eval_kwargs = {"batch_size": tc.eval_batch_size, "max_length": tc.max_length}
 
@@ -96,26 +133,26 @@ def run_experiment(config: RunConfig, *, force: bool = False, progress: bool = T
         return {"clean_accuracy": metrics["clean_accuracy"], "attack_success_rate": asr}
 
     train_started = time.time()
-    history = train_classifier(model, loaded.tokenizer, train_set, tc, on_epoch_end=on_epoch_end, progress=progress,
-                               description=config.name)
+    history = train_classifier(model, loaded.tokenizer, train_set, tc, on_epoch_end=on_epoch_end,
+                               progress=progress, description=config.name)
     train_seconds = time.time() - train_started
     metrics, predictions = evaluate(model, loaded.tokenizer, sets, dataset.num_labels,
                                     **eval_kwargs)
     _write_predictions(run, sets, predictions)
     if config.save_weights:
-        run.write_weights(strategy.trainable_state(model), "trained")
+        run.write_weights(prepared.strategy.trainable_state(model), "trained")
     metrics.update({
         "seed": config.seed, "dataset": dataset.name, "model": config.model.name,
         "tuning": config.tuning.name, "attack": config.attack.name if config.attack else None,
-        "poison_training": bool(attack is not None and config.poison_training),
+        "poison_training": bool(config.attack is not None and config.poison_training),
         "target_label": sets.target_label,
         "poison": report.as_dict() if report else None,
-        "test_trigger_misses": test_misses if attack is not None else None,
+        "test_trigger_misses": prepared.test_misses,
         "sizes": {"train": len(train_set), "test": len(sets.clean_test),
                   "poisoned_test": len(sets.poisoned_test)},
         "history": history, "train_seconds": round(train_seconds, 2),
         "train_examples_per_second": round(len(train_set) * tc.epochs / train_seconds, 2),
-        "total_seconds": round(time.time() - started, 2)})
+        "total_seconds": round(time.time() - started, 2), **(extra or {})})
     run.finish(metrics)
     return run.read_metrics()
 

@@ -26,25 +26,44 @@ class RestoredRun:
     metrics: dict[str, Any]
 
 
-def restore_run(run_dir: str | Path, num_labels: int | None = None) -> RestoredRun:
-    """Load base model, re-apply the run's tuning strategy and load its trained tensors."""
+def trained_run_config(run_dir: str | Path) -> RunConfig:
+    """The train-and-measure config a run folder trained: its config.yaml, or for a victim
+    folder the run config recorded in victim.json."""
+    folder = Path(run_dir)
+    victim = folder / "victim.json"
+    if victim.is_file():
+        raw = json.loads(victim.read_text(encoding="utf-8")).get("run_config")
+        if raw is not None:
+            return validate_config(RunConfig, raw, where=f"{victim}: run_config")
+    raw = yaml.safe_load((folder / "config.yaml").read_text(encoding="utf-8"))
+    return validate_config(RunConfig, raw, where=str(folder / "config.yaml"))
+
+
+def restore_run(run_dir: str | Path, num_labels: int | None = None, *,
+                allow_pickle: bool = False, trust_remote_code: bool = False) -> RestoredRun:
+    """Load base model, re-apply the run's tuning strategy and load its trained tensors.
+
+    The folder is untrusted: `allow_pickle` and `trust_remote_code` come from the person
+    restoring it, never from the folder's own config."""
     from safetensors.torch import load_file
 
     folder = Path(run_dir)
+    if not folder.is_dir():
+        raise PoisonlabError(f"{folder}: run folder not found")
     for name in ("config.yaml", "metrics.json", "trained.safetensors"):
         if not (folder / name).exists():
             raise PoisonlabError(f"{folder} is not a finished run folder with saved weights "
                                  f"(missing {name}; was save_weights false?)")
-    raw = yaml.safe_load((folder / "config.yaml").read_text(encoding="utf-8"))
-    config = validate_config(RunConfig, raw, where=str(folder / "config.yaml"))
+    config = trained_run_config(folder)
+    config = config.model_copy(update={"model": config.model.model_copy(update={
+        "allow_pickle": allow_pickle, "trust_remote_code": trust_remote_code})})
     metrics = json.loads((folder / "metrics.json").read_text(encoding="utf-8"))
     if num_labels is None:
         num_labels = len(metrics.get("per_class_accuracy") or [0, 0])
     load_strategies()
     strategy = config.tuning.build(TUNING_STRATEGIES, where=str(folder / "config.yaml"))
     loaded = load_classifier(config.model.name, num_labels, seed=config.seed,
-                             allow_pickle=config.model.allow_pickle,
-                             trust_remote_code=config.model.trust_remote_code)
+                             allow_pickle=allow_pickle, trust_remote_code=trust_remote_code)
     torch.manual_seed(config.seed)
     model = strategy.apply(loaded)
     strategy.load_trainable_state(model, load_file(str(folder / "trained.safetensors")))

@@ -1,38 +1,42 @@
 """The victim of a weight-poisoning attack: released weights -> clean downstream fine-tuning with
 any tuning strategy -> CA, and ASR with the release's trigger.
 
-A victim is an ordinary run folder (`run_experiment` with `model.name` = the released folder,
-`attack` = the release's trigger spec and `poison_training: false`: the trigger only touches the
-test set), so `restore_run` rebuilds it and defenses take it as input. `victim.json` beside it
-records the release. Task head (`head`):
-- `auto` (default): reuse the released head when the downstream label names equal the proxy's
-  (IMDB -> SST-2 / CR: negative, positive), as the PSIM reference code does; otherwise fresh;
+A victim folder holds the victim config (`config.yaml`) and `victim.json`: the release and the
+run config it trained (`model.name` = the released folder, `attack` = the release's trigger spec,
+`poison_training: false`: the trigger only touches the test set), so `restore_run` rebuilds it
+and defenses take it as input. Task head (`head`):
+- `auto` (default): reuse the released head when the downstream labels mean the same as the
+  proxy's: the same names (IMDB -> SST-2 / CR: negative, positive), as the PSIM reference code
+  does, or unnamed labels (a local 0/1 file) and as many classes, label i taken to mean the
+  release's label i; otherwise fresh. The run log and `metrics.json` say which head and why;
 - `reuse` / `fresh`: force it (a fresh head loads the release's `backbone/` copy, head removed).
 `weights: clean` is the baseline: the same downstream training on the attack's unpoisoned base
 model, with the same trigger on the test set."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
 from poisonlab.attacks.weight_base import Release, build_weight_attack, read_release
-from poisonlab.config import StrictConfig, read_yaml, set_dotted
+from poisonlab.config import RunName, StrictConfig, read_yaml, set_dotted
 from poisonlab.data import DataConfig, load_dataset
-from poisonlab.experiment.config import ComponentSpec, RunConfig, component
-from poisonlab.experiment.pipeline import run_experiment
-from poisonlab.experiment.rundir import RunDir
+from poisonlab.experiment.config import ComponentSpec, RunConfig, component, derive_seeds
+from poisonlab.experiment.pipeline import prepare_run, train_and_measure
+from poisonlab.experiment.rundir import RunSlot
 from poisonlab.io import write_json
 from poisonlab.registry import validate_config
 from poisonlab.training import TrainingConfig
 
+VICTIM_RECORD = "victim.json"
+
 
 class VictimConfig(StrictConfig):
-    name: str = Field("victim", description="run folder name under output_dir")
-    seed: int = Field(0, description="seed of the head, the PEFT parameters and training")
+    name: RunName = Field("victim", description="run folder name under output_dir")
+    seed: int = Field(0, description="seed of the data subsample, the head, the PEFT parameters "
+                                     "and training (the release keeps its own seed)")
     poison: dict[str, Any] | None = Field(
         None, description="weight-poisoning attack to release (or reuse): {name: proxy, ...}")
     released: str | None = Field(None, description="an existing released folder (instead of "
@@ -41,7 +45,8 @@ class VictimConfig(StrictConfig):
     weights: Literal["poisoned", "clean"] = Field(
         "poisoned", description="clean: the unpoisoned base model (baseline), same trigger")
     head: Literal["auto", "reuse", "fresh"] = Field(
-        "auto", description="auto: reuse the released head when the label names match")
+        "auto", description="auto: reuse the released head when the labels mean the same "
+                            "(same names, or unnamed labels and as many classes)")
     data: DataConfig = Field(description="the victim's downstream (clean) data")
     tuning: ComponentSpec = Field(default_factory=lambda: ComponentSpec(name="full"))
     training: TrainingConfig = Field(default_factory=TrainingConfig)
@@ -57,6 +62,7 @@ class VictimConfig(StrictConfig):
             values = {**values, "tuning": component(values["tuning"], "tuning")}
         return values
 
+
     @model_validator(mode="after")
     def _one_source(self) -> "VictimConfig":
         if (self.poison is None) == (self.released is None):
@@ -66,7 +72,25 @@ class VictimConfig(StrictConfig):
             raise ValueError("'poison' needs a 'name' (a weight-poisoning attack)")
         if self.weights == "clean" and self.poison is None:
             raise ValueError("weights: clean needs 'poison' (its base model and trigger)")
+        from poisonlab.registries import registry_for
+        derive_seeds(self.seed, [self.data, self.training],
+                     [(self.tuning, registry_for("tuning"))])
         return self
+
+    def resolved(self) -> dict[str, Any]:
+        """Every default filled in, the poison spec and the tuning strategy validated."""
+        from poisonlab.registries import registry_for
+        data = self.model_dump(mode="json")
+        if self.poison is not None:
+            data["poison"] = {"name": self.poison["name"],
+                              **_attack(self).config.model_dump(mode="json")}
+        tuning = registry_for("tuning").make_config(self.tuning.name, self.tuning.params)
+        data["tuning"] = {"name": self.tuning.name, **tuning.model_dump(mode="json")}
+        return data
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.output_dir) / self.name
 
 
 def load_victim_config(path: str | Path | None = None, overrides: list[str] = (),
@@ -85,45 +109,62 @@ def _attack(config: VictimConfig):
     return build_weight_attack(name, spec, where=f"poison '{name}'")
 
 
+def _unnamed(label_names: list[str]) -> bool:
+    return label_names == [str(i) for i in range(len(label_names))]
+
+
 def victim_model(config: VictimConfig, release: Release | None,
-                 label_names: list[str]) -> tuple[str, str]:
-    """(model folder or name the victim fine-tunes, head used: reuse | fresh)."""
+                 label_names: list[str]) -> tuple[str, str, str]:
+    """(model folder or name the victim fine-tunes, head used: reuse | fresh, why)."""
     if release is None:
-        return _attack(config).config.base_model, "fresh"
-    reuse = config.head == "reuse" or (config.head == "auto"
-                                       and release.label_names == label_names)
+        return _attack(config).config.base_model, "fresh", "clean weights: the base model's head"
+    if config.head != "auto":
+        reuse, why = config.head == "reuse", f"head: {config.head} in the config"
+    elif release.label_names == label_names:
+        reuse, why = True, f"the labels are the release's ({', '.join(label_names)})"
+    elif _unnamed(label_names) and len(label_names) == len(release.label_names):
+        reuse, why = True, (f"unnamed labels, as many as the release's; label i is taken to "
+                            f"mean the release's label i ({', '.join(release.label_names)}); "
+                            "set data.label_names or head: fresh otherwise")
+    else:
+        reuse, why = False, (f"the labels ({', '.join(label_names)}) are not the release's "
+                             f"({', '.join(release.label_names)})")
     folder = release.folder if reuse else release.backbone()
-    return str(folder.resolve()), "reuse" if reuse else "fresh"
+    return str(folder.resolve()), "reuse" if reuse else "fresh", why
 
 
-def run_victim(config: VictimConfig, *, force: bool = False, progress: bool = True) -> dict:
-    """Release (or reuse) the poisoned weights, fine-tune them cleanly, measure CA and ASR."""
-    run = RunDir(Path(config.output_dir) / config.name)
-    if run.finished() and not force:
-        return {**run.read_metrics(), **_victim_record(run)}
+def run_victim(config: VictimConfig, *, force: bool = False, progress: bool = True,
+               allow_pickle: bool = False, trust_remote_code: bool = False) -> dict:
+    """Release (or reuse) the poisoned weights, fine-tune them cleanly, measure CA and ASR.
+    The trust settings (the caller's) apply to the base and released models."""
+    slot = RunSlot(config.run_dir, config.resolved(), kind="victim", seed=config.seed)
+    reused = slot.reusable(force)
+    if reused is not None:
+        return reused
+    label_names = load_dataset(config.data).label_names
     release: Release | None = None
     if config.weights == "clean":
         trigger = _attack(config).config.trigger
     else:
         release = (read_release(config.released) if config.released else
-                   _attack(config).release(config.release_dir, progress=progress))
+                   _attack(config).release(config.release_dir, progress=progress,
+                                           allow_pickle=allow_pickle,
+                                           trust_remote_code=trust_remote_code))
         trigger = release.trigger
-    label_names = load_dataset(config.data).label_names
-    model_name, head = victim_model(config, release, label_names)
-    record = {"weights": config.weights, "head": head,
+    model_name, head, why = victim_model(config, release, label_names)
+    record = {"weights": config.weights, "head": head, "head_reason": why,
               "release": str(release.folder.resolve()) if release else None,
               "release_attack": release.record["attack"] if release else None,
               "proxy_test_metrics": release.record["proxy_test_metrics"] if release else None}
     run_config = RunConfig(
-        name=config.name, seed=config.seed, data=config.data, model={"name": model_name},
+        name=config.name, seed=config.seed, data=config.data,
+        model={"name": model_name, "allow_pickle": allow_pickle,
+               "trust_remote_code": trust_remote_code},
         attack=trigger, poison_training=False, tuning=config.tuning, training=config.training,
         eval_every_epoch=config.eval_every_epoch, save_weights=config.save_weights,
         output_dir=config.output_dir)
-    run.path.mkdir(parents=True, exist_ok=True)
-    write_json(run.path / "victim.json", record)
-    return {**run_experiment(run_config, force=force, progress=progress), **record}
-
-
-def _victim_record(run: RunDir) -> dict[str, Any]:
-    path = run.path / "victim.json"
-    return json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
+    prepared = prepare_run(run_config)
+    with slot.building() as run:
+        write_json(run.path / VICTIM_RECORD, {**record, "run_config": run_config.resolved()})
+        run.log(f"head: {head} ({why})")
+        return train_and_measure(prepared, run, progress=progress, extra=record)

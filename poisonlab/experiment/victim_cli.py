@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import argparse
 
-from poisonlab.cli_options import add_config_options, config_overrides, print_run_summary
+from poisonlab.cli_options import (add_config_options, add_trust_options, config_overrides,
+                                   print_run_summary, trust_options)
 from poisonlab.config import read_yaml, set_dotted
 from poisonlab.errors import ConfigError
 
@@ -20,7 +21,8 @@ def _poison_weights(args: argparse.Namespace) -> int:
                           "(proxy, embedding, layerwise)")
     attack_name = raw.pop("name")
     attack = build_weight_attack(attack_name, raw, where=str(args.config))
-    release = attack.release(args.output_dir, force=args.force, progress=not args.quiet)
+    release = attack.release(args.output_dir, force=args.force, progress=not args.quiet,
+                             **trust_options(args))
     metrics = release.record["proxy_test_metrics"]
     print(f"released: {release.folder}")
     print(f"proxy test: CA {100 * metrics['clean_accuracy']:.1f}%  "
@@ -31,7 +33,7 @@ def _poison_weights(args: argparse.Namespace) -> int:
 def _victim(args: argparse.Namespace) -> int:
     from poisonlab.experiment.victim import load_victim_config, run_victim
     config = load_victim_config(args.config, config_overrides(args))
-    metrics = run_victim(config, force=args.force, progress=not args.quiet)
+    metrics = run_victim(config, force=args.force, progress=not args.quiet, **trust_options(args))
     print_run_summary(config.name, metrics, ["weights", "head", "tuning"],
                       f"{config.output_dir}/{config.name}")
     return 0
@@ -47,6 +49,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     poison.add_argument("--output-dir", default="released", help="parent of the release folder")
     poison.add_argument("--force", action="store_true", help="re-poison an existing release")
     poison.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_trust_options(poison)
     poison.set_defaults(func=_poison_weights)
 
     victim = subparsers.add_parser(
@@ -55,4 +58,5 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     add_config_options(victim, set_example="tuning.name=lora",
                        output_help="where the run folder goes",
                        force_help="rerun a finished victim run")
+    add_trust_options(victim)
     victim.set_defaults(func=_victim)

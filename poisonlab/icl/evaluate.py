@@ -1,4 +1,4 @@
-"""One in-context attack evaluated the way the issue asks: the same inputs scored in the clean and
+"""One in-context attack evaluated as a controlled comparison: the same inputs scored in the clean and
 the poisoned context, with and without the trigger, raw and calibrated.
 
 Four scored sets: clean context x clean inputs (CA), clean context x triggered non-target inputs

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from poisonlab.errors import ConfigError
 from poisonlab.icl.study import StudyConfig, study_cells
 from poisonlab.io import atomic_write, write_text
 from poisonlab.report.tables import csv_table, markdown_table
@@ -36,8 +37,12 @@ def study_rows(study: StudyConfig) -> list[dict[str, Any]]:
 
 
 def _pair(row: dict[str, Any], measure: str, percent: bool = True) -> str:
-    raw, cal = row[f"{measure}_raw"], row[f"{measure}_calibrated"]
-    return (f"{100 * raw:.1f} / {100 * cal:.1f}" if percent else f"{raw:+.2f} / {cal:+.2f}")
+    """raw / calibrated; n/a where a measure is undefined (stored as null)."""
+    def show(value: float | None) -> str:
+        if value is None:
+            return "n/a"
+        return f"{100 * value:.1f}" if percent else f"{value:+.2f}"
+    return f"{show(row[f'{measure}_raw'])} / {show(row[f'{measure}_calibrated'])}"
 
 
 def headline_table(rows: list[dict[str, Any]], study: StudyConfig) -> str:
@@ -111,9 +116,14 @@ def plot(rows: list[dict[str, Any]], study: StudyConfig, path: Path) -> None:
     plt.close(fig)
 
 
-def write_study_report(study: StudyConfig) -> list[Path]:
+def write_study_report(study: StudyConfig, output_dir: str | Path | None = None) -> list[Path]:
+    """Table, CSV and plot of the finished cells, in `output_dir` (default: the study's report
+    folder); a study with no finished cell is an error, so no table is replaced by an empty one."""
     rows = study_rows(study)
-    out = Path(study.results_dir)
+    if not rows:
+        raise ConfigError(f"study has no finished cells in {study.output_dir}; run "
+                          "`poisonlab icl study` first")
+    out = Path(output_dir) if output_dir else study.report_dir
     columns = ["dataset", "cell", "attack", "poisoned", "position", "n_test", "n_non_target",
                *[f"{m}_{v}" for v in VARIANTS for m in MEASURES]]
     text = ("# ICLAttack study (raw / calibrated; percentages except margin shift)\n\n"

@@ -9,12 +9,12 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from poisonlab.config import StrictConfig, read_yaml, set_dotted
 from poisonlab.data.example import Example
 from poisonlab.errors import ConfigError
-from poisonlab.experiment.rundir import RunDir
+from poisonlab.experiment.rundir import RunSlot
 from poisonlab.icl.attack_base import ICL_ATTACKS, ICLAttack, load_icl_attacks
 from poisonlab.icl.calibration import DEFAULT_CONTENT_FREE
 from poisonlab.icl.data import load_icl_dataset
@@ -65,6 +65,15 @@ class ICLRunConfig(StrictConfig):
     seed: int = Field(0, description="seed for demonstrations and the test subsample")
     output_dir: str = Field("runs/icl", description="where run folders go")
 
+    @model_validator(mode="after")
+    def _derive_attack_seed(self) -> "ICLRunConfig":
+        """The run's seed also picks the poisoned demonstrations unless the attack sets its own."""
+        load_icl_attacks()
+        fields = ICL_ATTACKS.entry(self.attack.name).config_class.model_fields
+        if "seed" in fields and "seed" not in self.attack.config:
+            self.attack.config = {**self.attack.config, "seed": self.seed}
+        return self
+
 
 def load_icl_config(path: str | Path, overrides: list[str] = ()) -> ICLRunConfig:
     values = read_yaml(path)
@@ -81,9 +90,11 @@ def build_icl_attack(spec: AttackSpec) -> ICLAttack:
 class ICLExperiment:
     """Model, data, demonstrations and scorer for one config; `run` evaluates one attack."""
 
-    def __init__(self, config: ICLRunConfig, loaded: LoadedModel | None = None):
+    def __init__(self, config: ICLRunConfig, loaded: LoadedModel | None = None, *,
+                 allow_pickle: bool = False, trust_remote_code: bool = False):
         self.config = config
         self.loaded = loaded
+        self.trust = {"allow_pickle": allow_pickle, "trust_remote_code": trust_remote_code}
 
     def prepare(self) -> "ICLExperiment":
         cfg = self.config
@@ -96,7 +107,7 @@ class ICLExperiment:
         self.demonstrations_ = self._demonstrations(dataset.split(cfg.demonstrations.split),
                                                     verbalizer.num_labels, template)
         self.test_ = self._subsample(dataset.test)
-        self.loaded_ = self.loaded or load_causal_lm(cfg.model, seed=cfg.seed)
+        self.loaded_ = self.loaded or load_causal_lm(cfg.model, seed=cfg.seed, **self.trust)
         self.loaded_.model.to(getattr(torch, cfg.dtype))
         scorer = LabelScorer(self.loaded_, verbalizer, template.label_prefix, cfg.scoring,
                              cfg.batch_size)
@@ -131,20 +142,27 @@ class ICLExperiment:
 
     def run(self, run_dir: str | Path, attack: AttackSpec | None = None,
             force: bool = False) -> dict[str, Any]:
-        """Evaluate `attack` (default: the config's) into `run_dir`; a finished folder is reused."""
+        """Evaluate `attack` (default: the config's) into `run_dir` under the run protocol (a
+        finished folder of the same config is reused). The attack is checked against the data
+        and demonstrations before the folder is created."""
         spec = attack or self.config.attack
-        run = RunDir(run_dir)
-        if run.finished() and not force:
-            return run.read_metrics()
-        built = build_icl_attack(spec)  # a bad attack config fails before any model work
+        built = build_icl_attack(spec)
         resolved = self.config.model_copy(update={"attack": spec}).model_dump(mode="json")
-        run.start(resolved, self.config.seed)
-        result = self.evaluate(built)
-        run.write_predictions("predictions", result.prediction_rows())
-        metrics = {"seed": self.config.seed, "model": self.config.model,
-                   "dataset": self.config.dataset, "attack": spec.name,
-                   "attack_config": built.config.model_dump(mode="json"),
-                   "counts": result.counts, "poisoned_demonstrations": result.poisoned_indices,
-                   **result.metrics}
-        run.finish(metrics)
-        return run.read_metrics()
+        slot = RunSlot(run_dir, resolved, kind="icl", seed=self.config.seed)
+        reused = slot.reusable(force)
+        if reused is not None:
+            return reused
+        if not hasattr(self, "evaluator_"):
+            self.prepare()
+        built.check_labels(self.evaluator_.scorer.verbalizer.num_labels)
+        built.poisoned_indices(self.demonstrations_)
+        with slot.building() as run:
+            result = self.evaluate(built)
+            run.write_predictions("predictions", result.prediction_rows())
+            metrics = {"seed": self.config.seed, "model": self.config.model,
+                       "dataset": self.config.dataset, "attack": spec.name,
+                       "attack_config": built.config.model_dump(mode="json"),
+                       "counts": result.counts,
+                       "poisoned_demonstrations": result.poisoned_indices, **result.metrics}
+            run.finish(metrics)
+            return run.read_metrics()

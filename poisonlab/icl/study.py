@@ -51,7 +51,12 @@ class StudyConfig(StrictConfig):
         "float32", description="model weights; bfloat16 is about 2x faster on CPUs with AVX512-BF16")
     seed: int = 0
     output_dir: str = "runs/icl-study"
-    results_dir: str = "docs/results/icl"
+    results_dir: str | None = Field(None, description="where the report goes; null: "
+                                                      "<output_dir>/report")
+
+    @property
+    def report_dir(self) -> Path:
+        return Path(self.results_dir) if self.results_dir else Path(self.output_dir) / "report"
 
 
 def load_study_config(path: str | Path) -> StudyConfig:
@@ -86,9 +91,11 @@ def run_config(study: StudyConfig, entry: StudyDataset) -> ICLRunConfig:
                         output_dir=study.output_dir)
 
 
-def run_study(study: StudyConfig, log: Any = print) -> list[Path]:
+def run_study(study: StudyConfig, log: Any = print, *, allow_pickle: bool = False,
+              trust_remote_code: bool = False) -> list[Path]:
     """Run every cell not yet finished; return the run folders."""
-    loaded = load_causal_lm(study.model, seed=study.seed)
+    loaded = load_causal_lm(study.model, seed=study.seed, allow_pickle=allow_pickle,
+                            trust_remote_code=trust_remote_code)
     folders = []
     for entry in study.datasets:
         experiment = ICLExperiment(run_config(study, entry), loaded)

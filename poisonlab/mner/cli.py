@@ -9,20 +9,17 @@ import argparse
 import json
 from pathlib import Path
 
+from poisonlab.cli_options import add_trust_options, trust_options
 from poisonlab.errors import ConfigError, DataError
 
 
 def _train(args: argparse.Namespace) -> int:
     from poisonlab.mner.config import load_config
-    from poisonlab.mner.checkpoint import remove_checkpoint
     from poisonlab.mner.train import run_training
     config = load_config(args.config, args.set or [])
     out = Path(args.out or Path("runs/mner") / Path(args.config).stem)
-    if (out / "metrics.json").exists() and not args.force:
-        raise ConfigError(f"{out} already holds a finished run (metrics.json); pass --force or --out")
-    if args.force:
-        remove_checkpoint(out)  # otherwise an interrupted run resumes from its checkpoint
-    metrics = run_training(config, out, tuple(args.eval_splits))
+    metrics = run_training(config, out, tuple(args.eval_splits), force=args.force,
+                           **trust_options(args))
     print(json.dumps({split: metrics[split] for split in args.eval_splits}, indent=1))
     print(f"run folder: {out}")
     return 0
@@ -30,7 +27,7 @@ def _train(args: argparse.Namespace) -> int:
 
 def _eval(args: argparse.Namespace) -> int:
     from poisonlab.mner.train import run_eval
-    metrics = run_eval(args.run, args.split, threshold=args.threshold)
+    metrics = run_eval(args.run, args.split, threshold=args.threshold, **trust_options(args))
     print(json.dumps(metrics, indent=1))
     return 0
 
@@ -51,7 +48,7 @@ def _predict(args: argparse.Namespace) -> int:
     from poisonlab.io import write_jsonl
     from poisonlab.mner.dataset import load_split
     from poisonlab.mner.train import load_run, predict, prediction_rows
-    pipe = load_run(args.run)
+    pipe = load_run(args.run, **trust_options(args))
     images = Path(args.images) if args.images else None
     if pipe.config.model.image and images is None:
         raise ConfigError("this model has an image branch: pass --images FOLDER")
@@ -95,8 +92,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                        help="override a config value, e.g. --set train.epochs=1 (repeatable)")
     train.add_argument("--eval-splits", nargs="+", default=["test"], choices=["valid", "test"])
     train.add_argument("--force", action="store_true",
-                       help="start over: overwrite a finished run and drop its checkpoint "
-                            "(without it an interrupted run resumes)")
+                       help="start over: replace a finished run and drop its checkpoint "
+                            "(without it a finished run of the same config is reused and an "
+                            "interrupted one resumes)")
+    add_trust_options(train)
     train.set_defaults(func=_train)
 
     evaluate = commands.add_parser("eval", help="evaluate a run folder's model on a split")
@@ -105,6 +104,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     evaluate.add_argument("--threshold", type=float,
                           help="span threshold instead of the run's decode.threshold "
                                "(choose it on valid with `mner thresholds`)")
+    add_trust_options(evaluate)
     evaluate.set_defaults(func=_eval)
 
     sweep = commands.add_parser("thresholds", help="F1 at several span thresholds on a held-out "
@@ -121,6 +121,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     pred.add_argument("input", help="CoNLL file (IMGID: lines, token<TAB>tag; tags may be O)")
     pred.add_argument("--images", help="image folder (required by models with the image branch)")
     pred.add_argument("--out", required=True, help="predictions JSONL")
+    add_trust_options(pred)
     pred.set_defaults(func=_predict)
 
     synth = commands.add_parser("synth", help="write the synthetic multimodal set")

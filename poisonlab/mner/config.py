@@ -88,13 +88,8 @@ class MnerConfig(StrictConfig):
 
 
 def load_config(path: str | Path, overrides: list[str] = ()) -> MnerConfig:
-    from pydantic import ValidationError
+    from poisonlab.registry import validate_config
     raw = read_yaml(path)
     for assignment in overrides:
         set_dotted(raw, assignment)
-    try:
-        return MnerConfig.model_validate(raw)
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        where = ".".join(str(p) for p in err["loc"])
-        raise ConfigError(f"{path}: field '{where}': {err['msg']}") from None
+    return validate_config(MnerConfig, raw, where=str(path))

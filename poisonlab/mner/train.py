@@ -1,18 +1,19 @@
 """Train, evaluate and predict with MNER-QG; every run writes one folder:
 
     config.yaml        resolved config (entity types filled in)
+    run.json           job kind, config hash, command, start and end time
     environment.json   versions, seed, device, threads
     train_log.jsonl    loss per logging step
     metrics.json       test (and valid) entity P/R/F1 per type and micro, grounding Acc@0.5, time
     predictions.jsonl  per tweet: tokens, gold and predicted tags, spans, boxes
     model.safetensors  all weights (encoder + CNN + heads)
 
-All writes are atomic. Same config and seed -> same metrics (CPU)."""
+The folder follows the run protocol (poisonlab.experiment.rundir): built in a partial folder under
+a lock and renamed into place when complete. Same config and seed -> same metrics (CPU)."""
 
 from __future__ import annotations
 
 import math
-import platform
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +24,8 @@ import yaml
 from tqdm import tqdm
 
 from poisonlab.errors import ConfigError
-from poisonlab.io import atomic_write, write_json, write_jsonl, write_text
+from poisonlab.experiment.rundir import RunSlot
+from poisonlab.io import atomic_write, write_json, write_jsonl
 from poisonlab.mner.anchors import AnchorGrid
 from poisonlab.mner.checkpoint import (Progress, config_key, load_checkpoint, load_strict,
                                       remove_checkpoint, save_checkpoint)
@@ -65,7 +67,8 @@ class Pipeline:
     types: list[str]
 
 
-def build_pipeline(config: MnerConfig, *, pretrained: bool = True) -> Pipeline:
+def build_pipeline(config: MnerConfig, *, pretrained: bool = True, allow_pickle: bool = False,
+                   trust_remote_code: bool = False) -> Pipeline:
     """The model, query encoder and anchors of a config; `pretrained` loads `model.cnn_weights`
     (off when a run's own weights are about to be loaded)."""
     if not config.data.types:
@@ -73,7 +76,8 @@ def build_pipeline(config: MnerConfig, *, pretrained: bool = True) -> Pipeline:
     dropout = config.model.encoder_dropout
     overrides = {} if dropout is None else {"hidden_dropout_prob": dropout,
                                             "attention_probs_dropout_prob": dropout}
-    loaded = load_encoder(config.model.encoder, seed=config.seed, **overrides)
+    loaded = load_encoder(config.model.encoder, seed=config.seed, allow_pickle=allow_pickle,
+                          trust_remote_code=trust_remote_code, **overrides)
     queries = build_queries(config.data.types, config.model.queries)
     torch.manual_seed(config.seed)
     model = MnerQG(loaded.model, config.model, len(queries))
@@ -274,14 +278,17 @@ def save_model(pipe: Pipeline, path: Path) -> None:
     atomic_write(path, lambda p: save_file(state, str(p), metadata={"format": "pt"}))
 
 
-def load_run(run_dir: str | Path) -> Pipeline:
+def load_run(run_dir: str | Path, *, allow_pickle: bool = False,
+             trust_remote_code: bool = False) -> Pipeline:
+    """A trained run folder's model; trust settings are the caller's, never the folder's."""
     from safetensors.torch import load_file
     run_dir = Path(run_dir)
     for name in ("config.yaml", "model.safetensors"):
         if not (run_dir / name).is_file():
             raise ConfigError(f"{run_dir} is not an MNER run folder (no {name})")
     config = MnerConfig.model_validate(yaml.safe_load((run_dir / "config.yaml").read_text()))
-    pipe = build_pipeline(config, pretrained=False)
+    pipe = build_pipeline(config, pretrained=False, allow_pickle=allow_pickle,
+                          trust_remote_code=trust_remote_code)
     load_strict(pipe.model, load_file(str(run_dir / "model.safetensors")),
                 f"{run_dir / 'model.safetensors'} does not fit the model its config.yaml describes "
                 "(written by another poisonlab version?)")
@@ -289,47 +296,47 @@ def load_run(run_dir: str | Path) -> Pipeline:
     return pipe
 
 
-def environment(config: MnerConfig) -> dict[str, Any]:
-    import transformers
-    return {"python": platform.python_version(), "torch": torch.__version__,
-            "transformers": transformers.__version__, "device": "cpu",
-            "threads": torch.get_num_threads(), "seed": config.seed,
-            "metrics_version": METRICS_VERSION}
-
-
-def run_training(config: MnerConfig, out_dir: str | Path, eval_splits: tuple[str, ...] = ("test",)
-                 ) -> dict[str, Any]:
-    """Train on `train`, evaluate on `eval_splits`, write the run folder; returns metrics."""
+def run_training(config: MnerConfig, out_dir: str | Path, eval_splits: tuple[str, ...] = ("test",),
+                 *, force: bool = False, allow_pickle: bool = False,
+                 trust_remote_code: bool = False) -> dict[str, Any]:
+    """Train on `train`, evaluate on `eval_splits`, write the run folder under the run protocol;
+    returns metrics. A finished folder of the same config is reused; a killed run resumes from
+    the checkpoint in its partial folder (`force` starts over)."""
     out_dir = Path(out_dir)
     begin = time.time()
     data = load_data(config, ("train", *eval_splits))
     if config.data.types is None:
         config = config.model_copy(deep=True)
         config.data.types = entity_types(data["train"].tweets)
-    pipe = build_pipeline(config)
-    write_text(out_dir / "config.yaml", yaml.safe_dump(config.model_dump(), sort_keys=False))
-    write_json(out_dir / "environment.json", environment(config))
-    progress = fit(pipe, data["train"], out_dir)
-    train_seconds = time.time() - begin + progress.earlier_seconds
-    save_model(pipe, out_dir / "model.safetensors")
-    remove_checkpoint(out_dir)
-    metrics: dict[str, Any] = {"metrics_version": METRICS_VERSION, "seed": config.seed,
-                               "train_tweets": len(data["train"]), "epochs": config.train.epochs,
-                               "train_seconds": round(train_seconds, 1)}
-    for split in eval_splits:
-        predictions = predict(pipe, data[split])
-        metrics[split] = evaluate(pipe, data[split], predictions)
-        write_jsonl(out_dir / f"predictions_{split}.jsonl", prediction_rows(data[split], predictions))
-    metrics["total_seconds"] = round(time.time() - begin, 1)
-    write_json(out_dir / "metrics.json", metrics)
-    return metrics
+    slot = RunSlot(out_dir, config.model_dump(mode="json"), kind="mner", seed=config.seed)
+    reused = slot.reusable(force)
+    if reused is not None:
+        return reused
+    pipe = build_pipeline(config, allow_pickle=allow_pickle, trust_remote_code=trust_remote_code)
+    with slot.building(resume=not force) as run:
+        progress = fit(pipe, data["train"], run.path)
+        train_seconds = time.time() - begin + progress.earlier_seconds
+        save_model(pipe, run.path / "model.safetensors")
+        remove_checkpoint(run.path)
+        metrics: dict[str, Any] = {"metrics_version": METRICS_VERSION, "seed": config.seed,
+                                   "train_tweets": len(data["train"]),
+                                   "epochs": config.train.epochs,
+                                   "train_seconds": round(train_seconds, 1)}
+        for split in eval_splits:
+            predictions = predict(pipe, data[split])
+            metrics[split] = evaluate(pipe, data[split], predictions)
+            write_jsonl(run.path / f"predictions_{split}.jsonl",
+                        prediction_rows(data[split], predictions))
+        metrics["total_seconds"] = round(time.time() - begin, 1)
+        run.finish(metrics)
+        return run.read_metrics()
 
 
 def run_eval(run_dir: str | Path, split: str = "test", out_dir: str | Path | None = None,
-             threshold: float | None = None) -> dict[str, Any]:
+             threshold: float | None = None, **trust: bool) -> dict[str, Any]:
     """Evaluate a trained run folder on one split; writes metrics_<split>.json there (or out_dir).
     `threshold` replaces the run's span threshold (e.g. one chosen on valid by `thresholds.py`)."""
-    pipe = load_run(run_dir)
+    pipe = load_run(run_dir, **trust)
     if threshold is not None:
         pipe.config.decode = pipe.config.decode.with_threshold(threshold)
     data = load_data(pipe.config, (split,))

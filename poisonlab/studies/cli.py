@@ -5,16 +5,25 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from poisonlab.cli_options import add_config_options
+from poisonlab.cli_options import add_config_options, add_trust_options, trust_options
 from poisonlab.errors import ConfigError
 
 
 def _study(args: argparse.Namespace) -> int:
+    from poisonlab.report.tables import markdown_table
     from poisonlab.studies import load_study, run_study
+    from poisonlab.studies.runner import validate_cells
     study = load_study(resolve_study_path(args.config), list(args.set or []))
     if args.output_dir:
         study.output_dir = args.output_dir
-    run_study(study, force=args.force, progress=not args.quiet, only=args.only)
+    if args.dry_run:
+        rows = [{"cell": c.name, **c.labels, "status": c.status, "folder": str(c.folder)}
+                for c in validate_cells(study)]
+        print(markdown_table(rows, ["cell", *study.axes, "status", "folder"]))
+        print(f"{len(rows)} cells valid; {sum(r['status'] == 'to run' for r in rows)} to run")
+        return 0
+    run_study(study, force=args.force, progress=not args.quiet, only=args.only,
+              **trust_options(args))
     print((study.folder / "table.md").read_text(encoding="utf-8"))
     print(f"study folder: {study.folder}")
     return 0
@@ -43,4 +52,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                        force_help="rerun finished cells")
     parser.add_argument("--only", action="append", metavar="TEXT",
                         help="run only cells whose name contains TEXT (repeatable)")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="validate every cell, list them with their status, run nothing")
+    add_trust_options(parser)
     parser.set_defaults(func=_study)

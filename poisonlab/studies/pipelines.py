@@ -1,45 +1,71 @@
-"""Which pipeline a study cell runs: a name -> function(config dict, force, progress) -> metrics.
+"""Which pipeline a study cell runs: a name -> how to validate a cell's config, where its folder
+is, what it is (its resolved config, for the run protocol's hash) and how to run it.
 
-Each pipeline validates the merged cell config against its own schema, so studies stay generic."""
+Validation is separate from running so that a study checks every cell before the first runs."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable
 
-PipelineFn = Callable[[dict[str, Any], bool, bool], dict[str, Any]]
-PIPELINES: dict[str, PipelineFn] = {}
+
+@dataclass(frozen=True)
+class StudyPipeline:
+    load: Callable[[dict[str, Any]], Any]               # validated typed config
+    folder: Callable[[Any], Path]
+    resolved: Callable[[Any], dict[str, Any] | None]    # None: known only when the cell runs
+    run: Callable[..., dict[str, Any]]                  # (config, force=, progress=, trust...)
 
 
-def pipeline(name: str) -> Callable[[PipelineFn], PipelineFn]:
-    def register(fn: PipelineFn) -> PipelineFn:
-        PIPELINES[name] = fn
-        return fn
-    return register
-
-
-@pipeline("data-poisoning")
-def _data_poisoning(config: dict[str, Any], force: bool, progress: bool) -> dict[str, Any]:
+def _data_poisoning() -> StudyPipeline:
     from poisonlab.experiment import load_run_config, run_experiment
-    return run_experiment(load_run_config(base=config), force=force, progress=progress)
+    return StudyPipeline(lambda raw: load_run_config(base=raw), lambda c: c.run_dir,
+                         lambda c: c.resolved(), _with_trust(run_experiment))
 
 
-@pipeline("weight-poisoning")
-def _weight_poisoning(config: dict[str, Any], force: bool, progress: bool) -> dict[str, Any]:
+def _weight_poisoning() -> StudyPipeline:
     """Release (or reuse) poisoned weights, then one victim run (poisonlab.experiment.victim)."""
     from poisonlab.experiment.victim import load_victim_config, run_victim
-    return run_victim(load_victim_config(base=config), force=force, progress=progress)
+    return StudyPipeline(lambda raw: load_victim_config(base=raw), lambda c: c.run_dir,
+                         lambda c: c.resolved(), run_victim)
 
 
-@pipeline("repair")
-def _repair(config: dict[str, Any], force: bool, progress: bool) -> dict[str, Any]:
-    from poisonlab.defenses.repair_pipeline import run_repair_cell
-    return run_repair_cell(config, force=force, progress=progress)
+def _repair() -> StudyPipeline:
+    from poisonlab.defenses.repair_pipeline import RepairCellConfig, run_repair_cell
+    from poisonlab.registry import validate_config
+    return StudyPipeline(
+        lambda raw: validate_config(RepairCellConfig, raw, where=f"cell '{raw.get('name')}'"),
+        lambda c: c.run_dir, lambda c: c.resolved(), run_repair_cell)
 
 
-@pipeline("detection")
-def _detection(config: dict[str, Any], force: bool, progress: bool) -> dict[str, Any]:
-    """A detection defense on a victim (run folder or released model): poisonlab.defenses."""
+def _detection() -> StudyPipeline:
+    """A detection defense on a victim (run folder or released model): poisonlab.defenses.
+    The victim may be another study's cell, so its data and trigger are read when it runs."""
     from poisonlab.defenses.evaluation import DetectionConfig, run_detection
     from poisonlab.registry import validate_config
-    return run_detection(validate_config(DetectionConfig, config, where="detection cell"),
-                         force=force, progress=progress)
+
+    def load(raw: dict[str, Any]) -> DetectionConfig:
+        config = validate_config(DetectionConfig, raw, where="detection cell")
+        config.resolved()  # validates the detector's fields
+        return config
+    return StudyPipeline(load, lambda c: c.result_dir, lambda c: None, run_detection)
+
+
+def _with_trust(run: Callable[..., dict[str, Any]]) -> Callable[..., dict[str, Any]]:
+    """A run whose config carries its own trust settings (`model.allow_pickle`, ...): the
+    command-line flags are applied to the config instead."""
+    def call(config: Any, *, allow_pickle: bool = False, trust_remote_code: bool = False,
+             **kwargs: Any) -> dict[str, Any]:
+        if allow_pickle or trust_remote_code:
+            model = config.model.model_copy(update={
+                "allow_pickle": allow_pickle or config.model.allow_pickle,
+                "trust_remote_code": trust_remote_code or config.model.trust_remote_code})
+            config = config.model_copy(update={"model": model})
+        return run(config, **kwargs)
+    return call
+
+
+PIPELINES: dict[str, Callable[[], StudyPipeline]] = {
+    "data-poisoning": _data_poisoning, "weight-poisoning": _weight_poisoning,
+    "repair": _repair, "detection": _detection}

@@ -2,7 +2,8 @@
 
 A study YAML has `name`, `pipeline` (default data-poisoning), `base` (a run config), and `axes`:
 an ordered mapping of axis name -> {value label -> config fragment merged into base}. Cells whose
-metrics.json exists are skipped, so a killed study resumes where it stopped."""
+metrics.json exists (with the same config) are reused, so a killed study resumes where it
+stopped. Every cell is validated before the first one runs."""
 
 from __future__ import annotations
 
@@ -13,11 +14,15 @@ import time
 from pathlib import Path
 from typing import Any
 
+from dataclasses import dataclass
+
 from pydantic import Field
 from tqdm.auto import tqdm
 
 from poisonlab.config import StrictConfig, read_yaml, set_dotted
-from poisonlab.errors import ConfigError
+from poisonlab.errors import ConfigError, PoisonlabError
+from poisonlab.config import check_run_name
+from poisonlab.experiment.rundir import RunSlot, StaleRunError
 from poisonlab.registry import validate_config
 from poisonlab.studies.pipelines import PIPELINES
 
@@ -58,6 +63,10 @@ def load_study(path: str | Path, overrides: list[str] = ()) -> StudyConfig:
                           f"(valid: {', '.join(PIPELINES)})")
     if not study.axes or any(not values for values in study.axes.values()):
         raise ConfigError(f"{path}: field 'axes': every axis needs at least one value")
+    check_run_name(study.name)
+    for axis, values in study.axes.items():
+        for label in values:
+            check_run_name(str(label), where=f"axes.{axis}")
     return study
 
 
@@ -76,28 +85,68 @@ def cells(study: StudyConfig) -> list[tuple[dict[str, str], dict[str, Any]]]:
     return out
 
 
+@dataclass
+class Cell:
+    labels: dict[str, str]
+    config: Any          # the pipeline's validated config
+    folder: Path
+    status: str          # finished | stale | to run
+
+    @property
+    def name(self) -> str:
+        return self.folder.name
+
+
+def validate_cells(study: StudyConfig) -> list[Cell]:
+    """Every cell's config validated (schema, component names and fields) before any runs; an
+    error names the cell."""
+    pipeline = PIPELINES[study.pipeline]()
+    out = []
+    for labels, raw in cells(study):
+        try:
+            check_run_name(raw["name"], where="cell name")
+            config = pipeline.load(raw)
+            resolved = pipeline.resolved(config)
+        except PoisonlabError as exc:
+            raise ConfigError(f"study '{study.name}', cell '{raw['name']}': {exc}") from None
+        folder = pipeline.folder(config)
+        if resolved is not None:
+            status = RunSlot(folder, resolved, kind=study.pipeline).status()
+        else:
+            status = "finished" if (folder / "metrics.json").is_file() else "to run"
+        out.append(Cell(labels, config, folder, status))
+    return out
+
+
 def run_study(study: StudyConfig, *, force: bool = False, progress: bool = True,
-              only: list[str] | None = None) -> list[dict[str, Any]]:
-    """Run every unfinished cell (or those whose name contains a string of `only`); return the
-    rows of every finished cell, so a partial rerun still reports the whole study."""
-    run = PIPELINES[study.pipeline]
-    rows = []
-    selected = lambda config: not only or any(o in config["name"] for o in only)
-    todo = [(labels, config) for labels, config in cells(study) if selected(config)]
-    bar = tqdm(todo, desc=study.name, disable=not progress, unit="cell")
-    for labels, config in bar:
-        bar.set_postfix_str(config["name"])
+              only: list[str] | None = None, allow_pickle: bool = False,
+              trust_remote_code: bool = False) -> list[dict[str, Any]]:
+    """Validate every cell, then run every unfinished one (or those whose name contains a
+    string of `only`); return the rows of every finished cell, so a partial rerun still reports
+    the whole study."""
+    pipeline = PIPELINES[study.pipeline]()
+    all_cells = validate_cells(study)
+    selected = [c for c in all_cells if not only or any(o in c.name for o in only)]
+    stale = [c.name for c in selected if c.status == "stale" and not force]
+    if stale:
+        raise StaleRunError(f"study '{study.name}': {len(stale)} finished cells hold results of "
+                            f"a different config ({', '.join(stale[:5])}); pass --force to "
+                            "rerun them")
+    rows = {}
+    bar = tqdm(selected, desc=study.name, disable=not progress, unit="cell")
+    for cell in bar:
+        bar.set_postfix_str(cell.name)
         started = time.time()
-        metrics = run(config, force, progress)
-        rows.append({**metrics, **labels, "cell": config["name"],
-                     "cell_seconds": round(time.time() - started, 1)})
-    for labels, config in cells(study):
-        finished = Path(config["output_dir"]) / config["name"] / "metrics.json"
-        if not selected(config) and finished.exists():
-            rows.append({**json.loads(finished.read_text(encoding="utf-8")), **labels,
-                         "cell": config["name"]})
-    order = [config["name"] for _, config in cells(study)]
-    rows.sort(key=lambda row: order.index(row["cell"]))
+        metrics = pipeline.run(cell.config, force=force, progress=progress,
+                               allow_pickle=allow_pickle, trust_remote_code=trust_remote_code)
+        rows[cell.name] = {**metrics, **cell.labels, "cell": cell.name,
+                           "cell_seconds": round(time.time() - started, 1)}
+    for cell in all_cells:
+        finished = cell.folder / "metrics.json"
+        if cell.name not in rows and finished.is_file():
+            rows[cell.name] = {**json.loads(finished.read_text(encoding="utf-8")),
+                               **cell.labels, "cell": cell.name}
+    ordered = [rows[c.name] for c in all_cells if c.name in rows]
     from poisonlab.studies.report import write_report
-    write_report(study, rows)
-    return rows
+    write_report(study, ordered)
+    return ordered
