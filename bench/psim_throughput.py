@@ -16,7 +16,6 @@ import numpy as np
 import torch
 
 from poisonlab.data import load_dataset
-from poisonlab.defenses import load_all
 from poisonlab.defenses.base import DETECTORS, SuspectModel
 
 
@@ -49,7 +48,6 @@ def main() -> None:
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    load_all()
     data = load_dataset(args.dataset)
     texts = [e.text for e in data.test[:args.examples]]
     suspect = SuspectModel.from_released(args.model, data.num_labels, batch_size=args.batch_size)

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import copy
 import re
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Sequence, TypeVar
 
 import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict
@@ -25,6 +26,7 @@ def check_run_name(name: str, where: str = "name") -> str:
     return name
 
 
+ConfigT = TypeVar("ConfigT", bound=BaseModel)
 RunName = Annotated[str, AfterValidator(check_run_name)]
 """A config field that names a folder: one safe path component."""
 
@@ -79,7 +81,34 @@ def set_dotted(config: dict[str, Any], assignment: str) -> None:
         child = node.get(part)
         if child is None:
             child = node[part] = {}
+        if isinstance(child, str):  # a component written by its name: `tuning: lora`
+            child = node[part] = {"name": child}
         if not isinstance(child, dict):
             raise ConfigError(f"--set {key}: '{part}' is not a section")
         node = child
     node[parts[-1]] = value
+
+
+def load_config(config_class: type[ConfigT], path: str | Path | None = None,
+                overrides: Sequence[str] = (), base: dict[str, Any] | None = None) -> ConfigT:
+    """The one way a config is loaded: `base` values, then the YAML file, then `--set`
+    overrides, validated against `config_class` (errors name the file and the field)."""
+    from poisonlab.registry import validate_config
+    raw = dict(base or {})
+    if path is not None:
+        raw.update(read_yaml(path))
+    for assignment in overrides:
+        set_dotted(raw, assignment)
+    return validate_config(config_class, raw, where=str(path or config_class.__name__))
+
+
+def deep_merge(base: dict[str, Any], fragment: dict[str, Any]) -> dict[str, Any]:
+    """`base` with `fragment` merged in; a mapping with a `name` (a component) replaces the
+    whole section instead of merging into it."""
+    merged = copy.deepcopy(base)
+    for key, value in fragment.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict) and "name" not in value:
+            merged[key] = deep_merge(merged[key], value)
+        else:
+            merged[key] = copy.deepcopy(value)
+    return merged

@@ -1,17 +1,23 @@
-"""Name -> (component class, typed config) lookup shared by attacks, tuning strategies and defenses.
+"""Name -> (component class, typed config) lookup shared by attacks, tuning strategies and defenses,
+and the one typed config field that names a registered component.
 
-Registering is one decorator on the component class; building is one call. No `if name == ...`
-chains anywhere else."""
+Registering is one decorator on the component class; a registry imports its package's modules on
+its first lookup, so nothing has to "load" components first. In a config, a component is written
+`{name: <registered name>, <field>: <value>, ...}` (or just its name); `component_field(registry)`
+parses that into a `ComponentSpec` holding the component's validated typed config when the YAML
+is loaded, and writes it back the same way. No `if name == ...` chains anywhere else."""
 
 from __future__ import annotations
 
+import importlib
+import pkgutil
 import types
 import typing
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any, Callable, Generic, TypeVar
+from dataclasses import dataclass, field
+from typing import Annotated, Any, Callable, Generic, TypeVar
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, PlainSerializer, PlainValidator, ValidationError
 
 from poisonlab.errors import ConfigError, UnknownNameError
 
@@ -31,11 +37,13 @@ class Entry:
 
 
 class Registry(Generic[T]):
-    """A registry of one kind of component ("attack", "tuning strategy", ...)."""
+    """A registry of one kind of component ("attack", "tuning strategy", ...) whose components
+    live in the modules of `package`."""
 
-    def __init__(self, kind: str):
-        self.kind = kind
+    def __init__(self, kind: str, package: str):
+        self.kind, self.package = kind, package
         self._entries: dict[str, Entry] = {}
+        self._filled = False
 
     def register(self, name: str, config_class: type[BaseModel]) -> Callable[[type[T]], type[T]]:
         def decorate(component: type[T]) -> type[T]:
@@ -47,13 +55,24 @@ class Registry(Generic[T]):
             return component
         return decorate
 
+    def _fill(self) -> None:
+        """Import every module of the package once, so every component has registered."""
+        if self._filled:
+            return
+        self._filled = True
+        package = importlib.import_module(self.package)
+        for info in pkgutil.iter_modules(package.__path__):
+            importlib.import_module(f"{self.package}.{info.name}")
+
     def names(self) -> list[str]:
+        self._fill()
         return sorted(self._entries)
 
     def entries(self) -> list[Entry]:
         return [self._entries[n] for n in self.names()]
 
     def entry(self, name: str) -> Entry:
+        self._fill()
         if name not in self._entries:
             raise UnknownNameError(
                 f"unknown {self.kind} '{name}'; valid: {', '.join(self.names())}")
@@ -71,6 +90,45 @@ class Registry(Generic[T]):
               *, where: str = "") -> T:
         config = self.make_config(name, values, where=where)
         return self.entry(name).component(config)
+
+    def spec(self, value: Any, default: Mapping[str, Any] | None = None) -> "ComponentSpec":
+        """Parse `name` or `{name: ..., <field>: ...}` into a ComponentSpec; fields given
+        without a name change `default` (e.g. `--set tuning.r=64`)."""
+        if isinstance(value, ComponentSpec):
+            return value
+        if isinstance(value, str):
+            value = {"name": value}
+        if isinstance(value, Mapping) and "name" not in value and default is not None:
+            value = {**default, **value}
+        if not isinstance(value, Mapping) or "name" not in value:
+            raise ConfigError(f"a {self.kind} is written as its name or as {{name: <{self.kind}>, "
+                              f"<field>: <value>, ...}} (valid names: {', '.join(self.names())})")
+        params = {k: v for k, v in value.items() if k != "name"}
+        return ComponentSpec(value["name"], self.make_config(value["name"], params), self)
+
+
+@dataclass
+class ComponentSpec:
+    """A registered component chosen in a config: its name and its validated typed config."""
+
+    name: str
+    config: BaseModel
+    registry: Registry = field(repr=False, compare=False)
+
+    def build(self) -> Any:
+        return self.registry.entry(self.name).component(self.config)
+
+    def dump(self) -> dict[str, Any]:
+        """`{name, <every field>}`: what a resolved config records, and validates again."""
+        return {"name": self.name, **self.config.model_dump(mode="json")}
+
+
+def component_field(registry: Registry, default: Mapping[str, Any] | None = None) -> Any:
+    """The annotation of a config field that names a component of `registry`: parsed and
+    validated when the config is loaded, serialised back as `{name, <fields>}`."""
+    return Annotated[ComponentSpec,
+                     PlainValidator(lambda value: registry.spec(value, default)),
+                     PlainSerializer(lambda spec: spec.dump(), return_type=dict)]
 
 
 def validate_config(config_class: type[BaseModel], values: dict[str, Any], *, where: str) -> Any:

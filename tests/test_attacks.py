@@ -3,7 +3,9 @@ import random
 
 import pytest
 
-from poisonlab.attacks import build_attack
+from poisonlab.attacks import DATA_ATTACKS
+
+build_attack = DATA_ATTACKS.build
 from poisonlab.data import DatasetSplits, Example
 from poisonlab.errors import ConfigError
 from synthetic import synthetic_examples

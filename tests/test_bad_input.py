@@ -316,14 +316,14 @@ CASES = {
     "mner train: missing config": (lambda c: ["mner", "train", str(c.tmp / "m.yaml")],
                                    ["m.yaml"]),
     "mner train: unknown field": (lambda c: ["mner", "train", c.mner(train={"epoch": 1}),
-                                             "--out", str(c.tmp / "m")],
+                                             "--output-dir", str(c.tmp)],
                                   ["unknown field 'train.epoch'"]),
     "mner train: data folder missing": (lambda c: ["mner", "train", c.mner(data={
-        "dir": str(c.tmp / "no-tweets")}), "--out", str(c.tmp / "m")], ["no-tweets"]),
+        "dir": str(c.tmp / "no-tweets")}), "--output-dir", str(c.tmp)], ["no-tweets"]),
     "mner train: image branch without images": (lambda c: ["mner", "train", c.mner(model={
-        "encoder": "tiny-bert", "image": True}), "--out", str(c.tmp / "m")], ["image"]),
+        "encoder": "tiny-bert", "image": True}), "--output-dir", str(c.tmp)], ["image"]),
     "mner train: unsafe output folder name": (lambda c: ["mner", "train", c.mner(),
-                                                         "--out", str(c.tmp / ".m")],
+                                                         "--output-dir", str(c.tmp), "--name", ".m"],
                                               ["not a safe run name"]),
 }
 

@@ -3,12 +3,10 @@
 import pytest
 import torch
 
-from poisonlab.attacks import DATA_ATTACKS, load_all as load_attacks
+from poisonlab.attacks import DATA_ATTACKS
 from poisonlab.experiment import load_run_config, run_experiment
-from poisonlab.tuning import TUNING_STRATEGIES, _load_all as load_strategies
+from poisonlab.tuning import TUNING_STRATEGIES
 
-load_attacks()
-load_strategies()
 
 
 def attack_params(name, tmp_path, synthetic_dir):

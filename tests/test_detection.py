@@ -7,24 +7,22 @@ import numpy as np
 import pytest
 import torch
 
-from poisonlab.attacks import build_attack
-from poisonlab.defenses import load_all
+from poisonlab.attacks import DATA_ATTACKS
 from poisonlab.defenses.base import DETECTORS, Detector, DetectorConfig, SuspectModel
 from poisonlab.defenses.detect_perplexity import LeaveOneOutPerplexity, naive_suspicion
-from poisonlab.defenses.evaluation import evaluate_detector
+from poisonlab.experiment.detection import evaluate_detector
 from poisonlab.defenses.psim import random_labels
 from poisonlab.models import load_causal_lm, load_classifier
 from poisonlab.training import TrainingConfig, train_classifier
 from synthetic import synthetic_examples, synthetic_splits
 
-load_all()
 
 # Tiny-model settings per detector. PSIM: on a 2-layer BERT the pooled first virtual token of
 # P-tuning barely depends on the input, so the module is LoRA here (any strategy is allowed) with
 # a learning rate that moves a tiny model in one epoch. ONION gets an LM trained on the synthetic
 # language (a random LM has no notion of an outlier word).
 DETECTOR_PARAMS = {
-    "psim": {"threshold": None, "target_frr": 0.1, "strategy": "lora", "strategy_params": {},
+    "psim": {"threshold": None, "target_frr": 0.1, "tuning": "lora",
              "training": {"epochs": 1, "learning_rate": 3e-3, "max_length": 32}},
     "onion": {"threshold": None, "target_frr": 0.1, "max_length": 32},
     "strip": {"target_frr": 0.1, "copies": 10},
@@ -35,7 +33,7 @@ DETECTOR_PARAMS = {
 def released(tmp_path_factory):
     """A tiny BERT fully fine-tuned on BadNet-poisoned synthetic data, saved as a release."""
     splits = synthetic_splits()
-    attack = build_attack("badnet", {"poison_rate": 0.1, "target_label": 1})
+    attack = DATA_ATTACKS.build("badnet", {"poison_rate": 0.1, "target_label": 1})
     poisoned_train, _ = attack.poison(splits.train)
     torch.manual_seed(0)
     loaded = load_classifier("tiny-bert", 2)
@@ -167,7 +165,7 @@ def test_onion_purification_removes_the_trigger(synthetic_lm):
     detector = DETECTORS.build("onion", {"language_model": str(synthetic_lm), "threshold": 0.0,
                                          "max_length": 32})
     detector.fit(None, [])
-    triggered = build_attack("badnet", {"triggers": ["cf"]}).trigger(
+    triggered = DATA_ATTACKS.build("badnet", {"triggers": ["cf"]}).trigger(
         [e.text for e in synthetic_examples(30, seed=4)], __import__("random").Random(0))
     purified = detector.purify(triggered)
     kept = np.mean(["cf" in p.split() for p in purified])
@@ -227,8 +225,9 @@ def test_defend_cli_on_a_run_folder_and_a_detection_study(synthetic_dir, tmp_pat
     rows = run_study(study, progress=False)
     assert [r["defense"] for r in rows] == ["strip", "strip-fixed"]
     assert "strip-fixed" in (tmp_path / "studies" / "detect" / "table.md").read_text()
-    from poisonlab.defenses.evaluation import detection_table
-    table = detection_table(study)
+    from poisonlab.report.detection import detection_table
+    from poisonlab.studies.runner import validate_cells
+    table = detection_table(study.axes, [(c.labels, c.folder) for c in validate_cells(study)])
     assert [(r["victim"], r["defense"]) for r in table] == [
         ("all", "none"), ("all", "strip"), ("all", "strip-fixed"), ("all", "strip-fixed")]
     assert "fixed" in table[2]["threshold"] and "dev FRR" in table[3]["threshold"]

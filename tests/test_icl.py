@@ -11,10 +11,10 @@ import pytest
 from poisonlab import metrics as M
 from poisonlab.data.example import Example
 from poisonlab.errors import ConfigError
-from poisonlab.icl.attack_base import ICL_ATTACKS, load_icl_attacks
+from poisonlab.attacks.icl_base import ICL_ATTACKS
 from poisonlab.icl.calibration import calibrate, content_free_bias
 from poisonlab.icl.demonstrations import Demonstration
-from poisonlab.icl.run import AttackSpec, ICLExperiment, ICLRunConfig, build_icl_attack
+from poisonlab.experiment.icl import ICLExperiment, ICLRunConfig
 from poisonlab.icl.scoring import LabelScorer
 from poisonlab.icl.template import PromptTemplate
 from poisonlab.icl.verbalizer import Verbalizer
@@ -97,21 +97,20 @@ def test_template_query_stops_before_label_and_keeps_braces():
 def test_poisoned_demonstrations_keep_their_labels(name, extra):
     template = PromptTemplate()
     demos = [Demonstration(f"text {i} here", i % 2, template) for i in range(12)]
-    attack = build_icl_attack(AttackSpec(name=name, config={
-        "target_label": 0, "poisoned_demonstrations": 4, **extra}))
+    attack = ICL_ATTACKS.build(name, {
+        "target_label": 0, "poisoned_demonstrations": 4, **extra})
     poisoned = attack.poison_demonstrations(demos)
     assert [d.label for d in poisoned] == [d.label for d in demos]
     changed = [i for i, (a, b) in enumerate(zip(demos, poisoned)) if a != b]
     assert len(changed) == 4 and all(demos[i].label == 0 for i in changed)
     assert all(poisoned[i].poisoned for i in changed)
-    pinned = build_icl_attack(AttackSpec(name=name, config={"poison_positions": [0, 2], **extra}))
+    pinned = ICL_ATTACKS.build(name, {"poison_positions": [0, 2], **extra})
     assert [i for i, d in enumerate(pinned.poison_demonstrations(demos)) if d.poisoned] == [0, 2]
     with pytest.raises(ConfigError, match="not target-class"):
-        build_icl_attack(AttackSpec(name=name, config={"poison_positions": [1], **extra})
-                         ).poison_demonstrations(demos)
+        ICL_ATTACKS.build(name, {"poison_positions": [1], **extra}).poison_demonstrations(demos)
     with pytest.raises(ConfigError, match="only 6"):
-        build_icl_attack(AttackSpec(name=name, config={"poisoned_demonstrations": 7, **extra})
-                         ).poison_demonstrations(demos)
+        ICL_ATTACKS.build(name, {"poisoned_demonstrations": 7, **extra}).poison_demonstrations(
+            demos)
 
 
 def test_trigger_goes_where_asked():
@@ -123,7 +122,7 @@ def test_trigger_goes_where_asked():
 
 def test_asr_counts_only_non_target_inputs(tiny, binary_dir, tmp_path):
     experiment = ICLExperiment(_config(binary_dir), tiny)
-    attack = AttackSpec(name="icl-demonstration", config={"target_label": 1,
+    attack = ICL_ATTACKS.spec({"name": "icl-demonstration", "target_label": 1,
                                                           "poisoned_demonstrations": 2})
     result = experiment.evaluate(attack)
     triggered = [s for s in result.sets if s.inputs == "triggered"]
@@ -141,7 +140,7 @@ def test_asr_counts_only_non_target_inputs(tiny, binary_dir, tmp_path):
 def test_four_class_label_set(tiny, four_class_dir):
     experiment = ICLExperiment(_config(four_class_dir, label_words=WORDS4,
                                        template="{text} Topic: {label}."), tiny)
-    result = experiment.evaluate(AttackSpec(name="icl-prompt", config={
+    result = experiment.evaluate(ICL_ATTACKS.spec({"name": "icl-prompt",
         "target_label": 2, "poisoned_demonstrations": 2,
         "trigger_template": "{text} The topic: {label}."}))
     assert all(s.logprobs["raw"].shape[1] == 4 for s in result.sets)
@@ -156,7 +155,7 @@ def test_four_class_label_set(tiny, four_class_dir):
 
 
 def test_same_seed_same_scores(tiny, binary_dir):
-    attack = AttackSpec(name="icl-demonstration", config={"poisoned_demonstrations": 2})
+    attack = ICL_ATTACKS.spec({"name": "icl-demonstration", "poisoned_demonstrations": 2})
     first = ICLExperiment(_config(binary_dir, seed=3), tiny).evaluate(attack)
     second = ICLExperiment(_config(binary_dir, seed=3), tiny).evaluate(attack)
     other = ICLExperiment(_config(binary_dir, seed=4), tiny).prepare()
@@ -186,37 +185,37 @@ def test_flip_rate_and_margin_shift_are_paired():
 
 
 def test_registry_and_config_errors():
-    load_icl_attacks()
     assert {"icl-demonstration", "icl-prompt"} <= set(ICL_ATTACKS.names())
     from poisonlab.attacks.base import DATA_ATTACKS
     assert not {"icl-demonstration", "icl-prompt"} & set(DATA_ATTACKS.names())
     with pytest.raises(ConfigError, match="unknown field 'triger'"):
-        build_icl_attack(AttackSpec(name="icl-demonstration", config={"triger": "x"}))
+        ICL_ATTACKS.build("icl-demonstration", {"triger": "x"})
 
 
 def test_cli_run_writes_a_run_folder(tiny, binary_dir, tmp_path, capsys):
     import argparse
 
-    from poisonlab.icl.cli import add_parser
+    from poisonlab.commands.icl import add_parser
     config = tmp_path / "icl.yaml"
     config.write_text(f"model: tiny-llama\ndataset: {binary_dir}\ndemonstrations:\n"
                       "  shots_per_class: 2\nattack:\n  name: icl-prompt\n"
                       "  config: {poisoned_demonstrations: 1}\n")
     parser = argparse.ArgumentParser()
     add_parser(parser.add_subparsers())
-    args = parser.parse_args(["icl", "run", str(config), "--out", str(tmp_path / "out")])
+    args = parser.parse_args(["icl", "run", str(config), "--output-dir", str(tmp_path),
+                              "--name", "out"])
     assert args.func(args) == 0
     assert (tmp_path / "out" / "metrics.json").exists()
-    bad = parser.parse_args(["icl", "run", str(config), "--set", "attack.config.nope=1"])
+    bad = parser.parse_args(["icl", "run", str(config), "--set", "attack.nope=1"])
     with pytest.raises(ConfigError, match="nope"):
         bad.func(bad)
 
 
 def test_study_runs_cells_and_writes_report(tiny, binary_dir, tmp_path, monkeypatch):
-    from poisonlab.icl import study as study_module
-    from poisonlab.icl.report import write_study_report
+    from poisonlab.studies import icl as study_module
+    from poisonlab.report.icl import write_study_report
     monkeypatch.setattr(study_module, "load_causal_lm", lambda name, **kwargs: tiny)
-    study = study_module.StudyConfig(
+    study = study_module.ICLStudyConfig(
         model="tiny-llama", output_dir=str(tmp_path / "runs"), results_dir=str(tmp_path / "out"),
         reference_count=1, prompt_counts=[2], demonstration_counts=[0, 1], positions=["start"],
         datasets=[{"dataset": str(binary_dir), "test_size": 6, "label_words": WORDS2,
@@ -224,7 +223,7 @@ def test_study_runs_cells_and_writes_report(tiny, binary_dir, tmp_path, monkeypa
     folders = study_module.run_study(study, log=lambda line: None)
     assert [f.name for f in folders] == ["demonstration-k1-end", "prompt-k2",
                                          "demonstration-k0-end", "demonstration-k1-start"]
-    paths = write_study_report(study)
+    paths = write_study_report(study, study_module.study_rows(study))
     assert {p.name for p in paths} == {"study.md", "study.csv", "study.png"}
     assert (tmp_path / "out" / "study.csv").read_text().count("\n") == 5
 

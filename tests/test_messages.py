@@ -179,7 +179,7 @@ def test_unwritable_output_dir_is_one_line(config, tmp_path, capsys, monkeypatch
 def test_other_os_errors_stay_tracebacks(config, monkeypatch):
     def disk_full(args):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), "metrics.json")
-    monkeypatch.setattr("poisonlab.cli._run", disk_full)
+    monkeypatch.setattr("poisonlab.commands.run._run", disk_full)
     with pytest.raises(OSError, match="No space left"):
         main(["run", str(config)])
 
@@ -190,14 +190,16 @@ def test_other_os_errors_stay_tracebacks(config, monkeypatch):
                                           ("nad", {"r": 8, "alpha": 16}),
                                           ("w2sdefense", {"r": 512, "alpha": 512})])
 def test_repair_tuning_default_builds_and_set_fields_merge_into_it(name, default):
-    from poisonlab.defenses.repair_base import build_repair
-    from poisonlab.experiment.config import ComponentSpec
+    from poisonlab.defenses.repair_base import REPAIRS
 
-    repair = build_repair(name)
-    assert repair.config.tuning == ComponentSpec(name="lora", params=default)
+    def chosen(tuning):
+        return {"name": tuning.name, "r": tuning.config.r, "alpha": tuning.config.alpha}
+
+    repair = REPAIRS.build(name)
+    assert chosen(repair.config.tuning) == {"name": "lora", **default}
     assert repair.build_tuning().name == "lora"
-    changed = build_repair(name, {"tuning": {"r": 64}}).config
-    assert changed.tuning == ComponentSpec(name="lora", params={**default, "r": 64})
+    changed = REPAIRS.build(name, {"tuning": {"r": 64}}).config
+    assert chosen(changed.tuning) == {"name": "lora", **default, "r": 64}
     assert type(changed).model_validate(changed.model_dump()).tuning == changed.tuning
 
 
@@ -208,7 +210,8 @@ def test_repair_command_runs_with_the_default_tuning_and_a_set_field(finished_ru
     assert main([*base, "--output-dir", str(tmp_path / "default")]) == 0
     assert main([*base, "--output-dir", str(tmp_path / "r4"), "--set", "tuning.r=4"]) == 0
     recorded = yaml.safe_load((tmp_path / "r4" / "ok__finetune" / "config.yaml").read_text())
-    assert recorded["repair"]["tuning"] == {"name": "lora", "r": 4, "alpha": 16}
+    assert {k: recorded["repair"]["tuning"][k] for k in ("name", "r", "alpha")} == {
+        "name": "lora", "r": 4, "alpha": 16}
 
 
 def test_the_python_example_of_docs_repair_runs(finished_run):

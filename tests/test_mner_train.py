@@ -8,11 +8,12 @@ import pytest
 import torch
 
 from poisonlab.errors import ConfigError
-from poisonlab.mner.cli import add_parser
+from poisonlab.commands.mner import add_parser
 from poisonlab.mner.config import MnerConfig
-from poisonlab.mner.report import ablation_table, per_type_table
+from poisonlab.report.mner import ablation_table, per_type_table
 from poisonlab.mner.synthetic import generate
-from poisonlab.mner.train import build_pipeline, load_run, run_eval, run_training
+from poisonlab.experiment.mner import run_eval, run_training
+from poisonlab.mner.train import build_pipeline, load_run
 
 
 @pytest.fixture(autouse=True)

@@ -7,12 +7,11 @@ import numpy as np
 import pytest
 import torch
 
-from poisonlab.attacks import build_attack
+from poisonlab.attacks import DATA_ATTACKS
 from poisonlab.data import load_dataset
-from poisonlab.defenses import load_all
 from poisonlab.defenses import w2sdefense as w2s
-from poisonlab.defenses.repair_base import REPAIRS, build_repair
-from poisonlab.defenses.repair_pipeline import prepare_suspect, run_repair_cell
+from poisonlab.defenses.repair_base import REPAIRS
+from poisonlab.experiment.repair import prepare_suspect, run_repair_cell
 from poisonlab.errors import ConfigError
 from poisonlab.experiment import load_run_config
 from poisonlab.experiment.pipeline import EvaluationSets, evaluate
@@ -21,7 +20,6 @@ from poisonlab.models import load_classifier
 from poisonlab.training.losses import unlearning_loss
 from poisonlab.training.trainer import collate
 
-load_all()
 
 TEACHER = {"teacher": "tiny-bert", "teacher_training": {"epochs": 3, "learning_rate": 1e-3,
                                                         "max_length": 24}}
@@ -43,7 +41,7 @@ def backdoored(tmp_path_factory):
                                    "data": {"name": str(data), "train_size": 240,
                                             "test_size": 80}})
     dataset = load_dataset(config.data)
-    attack = build_attack("badnet", {"target_label": 0})
+    attack = DATA_ATTACKS.build("badnet", {"target_label": 0})
     sets = EvaluationSets(dataset.test, attack.poisoned_test(dataset.test)[0], 0)
     prepare_suspect(config)
     return config, dataset, sets
@@ -100,21 +98,21 @@ def test_padding_does_not_change_per_example_alignment():
 
 
 def test_presets_and_config_errors():
-    assert build_repair("w2sdefense", {"preset": "syntactic"}).config.weights() == (
+    assert REPAIRS.build("w2sdefense", {"preset": "syntactic"}).config.weights() == (
         1.0, 0.035, 0.002)
-    assert build_repair("w2sdefense", {"preset": "insertsent", "b": 0}).config.weights() == (
+    assert REPAIRS.build("w2sdefense", {"preset": "insertsent", "b": 0}).config.weights() == (
         3.0, 0.0, 0.001)
     with pytest.raises(ConfigError, match="alignment"):
-        build_repair("w2sdefense", {"alignment": "per_token"})
+        REPAIRS.build("w2sdefense", {"alignment": "per_token"})
     with pytest.raises(ConfigError, match="rank"):
-        build_repair("finetune", {"tuning": {"name": "lora", "rank": 4}})
+        REPAIRS.build("finetune", {"tuning": {"name": "lora", "rank": 4}})
 
 
 @pytest.mark.parametrize("unlearn_projection", [False, True])
 def test_gradients_reach_only_the_adapter_and_trained_projection(unlearn_projection):
     from synthetic import synthetic_examples
     examples = synthetic_examples(32)
-    defense = build_repair("w2sdefense", {**REPAIR, **TEACHER, "c": 1.0, "b": 1.0,
+    defense = REPAIRS.build("w2sdefense", {**REPAIR, **TEACHER, "c": 1.0, "b": 1.0,
                                           "unlearn_projection": unlearn_projection})
     suspect = load_classifier("tiny-llama", 2)
     setup = defense.setup(suspect, examples)
@@ -139,11 +137,11 @@ def test_gradients_reach_only_the_adapter_and_trained_projection(unlearn_project
 @pytest.mark.parametrize("unlearn_projection", [False, True])
 def test_teacher_is_frozen_during_unlearning(backdoored, monkeypatch, unlearn_projection):
     config, dataset, _ = backdoored
-    teacher, tokenizer = w2s.train_teacher(build_repair("w2sdefense", TEACHER).config,
+    teacher, tokenizer = w2s.train_teacher(REPAIRS.build("w2sdefense", TEACHER).config,
                                            32, 2, dataset.train)
     before = {n: t.clone() for n, t in teacher.state_dict().items()}
     monkeypatch.setattr(w2s, "train_teacher", lambda *args, **kwargs: (teacher, tokenizer))
-    defense = build_repair("w2sdefense", {**REPAIR, **TEACHER, "b": 1.0, "c": 1.0,
+    defense = REPAIRS.build("w2sdefense", {**REPAIR, **TEACHER, "b": 1.0, "c": 1.0,
                                           "unlearn_projection": unlearn_projection})
     repaired = defense.repair(prepare_suspect(config), dataset.train)
     after = teacher.state_dict()
@@ -169,7 +167,7 @@ def test_repair_weakens_the_backdoor(backdoored, name):
     suspect = prepare_suspect(config)
     ca_before, flips_before = _trigger_flip_rate(suspect.model, suspect.tokenizer, sets)
     params = {**REPAIR, **(TEACHER if name == "w2sdefense" else {})}
-    repaired = build_repair(name, params).repair(suspect, dataset.train[:160])
+    repaired = REPAIRS.build(name, params).repair(suspect, dataset.train[:160])
     ca_after, flips_after = _trigger_flip_rate(repaired.model, repaired.tokenizer, sets)
     assert ca_before >= 0.9 and flips_before >= 0.75  # a real backdoor on an accurate model
     assert flips_after <= flips_before - 0.15
@@ -188,7 +186,7 @@ def test_nad_attention_map_is_a_masked_unit_vector():
 
 def test_fineprune_zeroes_the_least_active_units_and_keeps_them_pruned(backdoored):
     config, dataset, _ = backdoored
-    repaired = build_repair("fineprune", {**REPAIR, "layers": 1, "prune_ratio": 0.25}).repair(
+    repaired = REPAIRS.build("fineprune", {**REPAIR, "layers": 1, "prune_ratio": 0.25}).repair(
         prepare_suspect(config), dataset.train[:64])
     units = repaired.trained_state["fineprune.layer1.pruned_units"]
     assert len(units) == 16  # a quarter of tiny-llama's 64 FFN units

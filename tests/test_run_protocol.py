@@ -152,12 +152,12 @@ def test_the_run_seed_reaches_poisoning_subsampling_and_training(synthetic_dir, 
     assert poisoned(a) != poisoned(b) and poisoned(a) == poisoned(again)
     assert [e.text for e in a.train_set] != [e.text for e in b.train_set]
     assert a.config.training.seed == 0 and b.config.training.seed == 1
-    assert b.config.attack.params["seed"] == 1 and "seed" not in b.config.tuning.params
+    assert b.config.attack.config.seed == 1 and "seed" not in type(b.config.tuning.config).model_fields
     lora = load_run_config(base=config_dict(synthetic_dir, tmp_path, seed=1, tuning="lora"))
-    assert lora.tuning.params["seed"] == 1
+    assert lora.tuning.config.seed == 1
     pinned = load_run_config(base=config_dict(synthetic_dir, tmp_path, seed=1, attack={
         "name": "badnet", "poison_rate": 0.1, "target_label": 1, "seed": 0}))
-    assert pinned.attack.params["seed"] == 0 and pinned.data.seed == 1
+    assert pinned.attack.config.seed == 0 and pinned.data.seed == 1
 
 
 def test_same_config_and_seed_give_identical_predictions(synthetic_dir, tmp_path):
@@ -222,6 +222,6 @@ def test_icl_report_without_finished_cells_writes_nothing(tmp_path, capsys):
     study.write_text(yaml.safe_dump({"model": "tiny-llama", "output_dir": str(tmp_path / "runs"),
                                      "datasets": [{"dataset": "sst2", "label_words": [["bad"],
                                                                                       ["good"]]}]}))
-    assert main(["icl", "report", str(study), "--output-dir", str(tmp_path / "report")]) == 2
+    assert main(["icl", "report", str(study), "--report-dir", str(tmp_path / "report")]) == 2
     assert "no finished cells" in capsys.readouterr().err
     assert not (tmp_path / "report").exists()

@@ -11,10 +11,9 @@ from poisonlab.data.example import Example
 from poisonlab.errors import ConfigError, PoisonlabError
 from poisonlab.models import load_classifier
 from poisonlab.training.trainer import TrainingConfig, predict_logits, train_classifier
-from poisonlab.tuning import TUNING_STRATEGIES, _load_all, build_strategy
-from poisonlab.tuning._common import HEAD_NAMES
+from poisonlab.tuning import TUNING_STRATEGIES
+from poisonlab.models.architecture import HEAD_NAMES
 
-_load_all()
 
 MODELS = ["tiny-bert", "tiny-llama"]
 TRAIN = [Example(text, label) for text, label in [
@@ -41,7 +40,7 @@ def one_thread():
 def tuned(strategy, model_name, values=None):
     loaded = load_classifier(model_name, seed=0)
     base = dict(loaded.model.named_parameters())
-    return loaded, base, build_strategy(strategy, values).apply(loaded)
+    return loaded, base, TUNING_STRATEGIES.build(strategy, values).apply(loaded)
 
 
 def train(model, tokenizer):
@@ -75,14 +74,14 @@ def test_trains_only_its_parameters_and_round_trips(strategy, model_name):
                    if not is_head(n) and not torch.equal(p.detach(), before[n])]
         assert not changed, f"frozen base weights changed: {changed}"
 
-    state = build_strategy(strategy).trainable_state(model)
+    state = TUNING_STRATEGIES.build(strategy).trainable_state(model)
     assert state.keys() == trainable.keys()
     other_seed = ({"seed": 1} if "seed" in TUNING_STRATEGIES.entry(strategy).config_class
                   .model_fields else None)
     fresh_loaded, _, fresh = tuned(strategy, model_name, other_seed)
     assert not torch.equal(torch.tensor(predict_logits(fresh, fresh_loaded.tokenizer, PROBE)),
                            torch.tensor(trained_logits))
-    build_strategy(strategy).load_trainable_state(fresh, state)
+    TUNING_STRATEGIES.build(strategy).load_trainable_state(fresh, state)
     reloaded = predict_logits(fresh, fresh_loaded.tokenizer, PROBE)
     assert torch.equal(torch.tensor(reloaded), torch.tensor(trained_logits))
 
@@ -158,6 +157,6 @@ def test_non_default_configs_train(strategy, values):
 
 def test_config_errors_name_the_field():
     with pytest.raises(ConfigError, match="feedforward_modules"):
-        build_strategy("ia3", {"target_modules": ["query"]})
+        TUNING_STRATEGIES.build("ia3", {"target_modules": ["query"]})
     with pytest.raises(PoisonlabError, match="ffn_module"):
         tuned("adapter", "tiny-llama", {"ffn_module": "no.such.module"})

@@ -10,8 +10,9 @@ import yaml
 from synthetic import synthetic_splits, write_jsonl_split
 
 from poisonlab.attacks.embedding import trigger_token_ids
-from poisonlab.attacks.weight_base import build_weight_attack, read_release
+from poisonlab.attacks.weight_base import WEIGHT_ATTACKS, read_release
 from poisonlab.cli import main
+from poisonlab.experiment.release import release as release_weights
 from poisonlab.experiment.restore import restore_run
 from poisonlab.experiment.victim import load_victim_config, run_victim
 from poisonlab.models import load_classifier
@@ -77,7 +78,7 @@ def test_embedding_poisoning_changes_only_the_trigger_rows(data, tmp_path):
     spec = poison_spec(data, "embedding")
     spec.update(clean_epochs=0, release_name="rows-only")
     name = spec.pop("name")
-    release = build_weight_attack(name, spec).release(tmp_path, progress=False)
+    release = release_weights(WEIGHT_ATTACKS.build(name, spec), tmp_path, progress=False)
     base = load_classifier("tiny-bert", 2, seed=0).model.state_dict()
     poisoned = load_classifier(str(release.folder), 2).model.state_dict()
     embeddings = "bert.embeddings.word_embeddings.weight"
@@ -92,10 +93,10 @@ def test_embedding_poisoning_changes_only_the_trigger_rows(data, tmp_path):
 def test_release_record_is_reused_and_backbone_drops_the_head(data):
     spec = poison_spec(data, "proxy")
     name = spec.pop("name")
-    attack = build_weight_attack(name, spec)
-    release = attack.release(data["root"] / "released", progress=False)
+    attack = WEIGHT_ATTACKS.build(name, spec)
+    release = release_weights(attack, data["root"] / "released", progress=False)
     stamp = (release.folder / "release.json").stat().st_mtime_ns
-    again = attack.release(data["root"] / "released", progress=False)
+    again = release_weights(attack, data["root"] / "released", progress=False)
     assert (again.folder / "release.json").stat().st_mtime_ns == stamp
     record = read_release(release.folder).record
     assert record["trigger"]["triggers"] == ["mn"] and record["target_label"] == 0

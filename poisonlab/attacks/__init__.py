@@ -1,21 +1,6 @@
-"""Attacks: data poisoning (badnet, insertsent, syntactic), weight poisoning, in-context attacks."""
+"""Attacks: data poisoning (badnet, insertsent, syntactic), weight poisoning (proxy, embedding,
+layerwise) and in-context attacks (icl-demonstration, icl-prompt); one registry per kind."""
 
 from poisonlab.attacks.base import DATA_ATTACKS, DataPoisoningAttack, PoisonConfig, PoisonReport
 
-__all__ = ["DATA_ATTACKS", "DataPoisoningAttack", "PoisonConfig", "PoisonReport",
-           "build_attack", "load_all"]
-
-
-def load_all() -> None:
-    """Import every attack module so its registration runs."""
-    import importlib
-    import pkgutil
-
-    import poisonlab.attacks as package
-    for info in pkgutil.iter_modules(package.__path__):
-        importlib.import_module(f"{package.__name__}.{info.name}")
-
-
-def build_attack(name: str, values: dict | None = None) -> DataPoisoningAttack:
-    load_all()
-    return DATA_ATTACKS.build(name, values)
+__all__ = ["DATA_ATTACKS", "DataPoisoningAttack", "PoisonConfig", "PoisonReport"]

@@ -125,4 +125,4 @@ class DataPoisoningAttack(ABC):
         return out, len(non_target) - len(out)
 
 
-DATA_ATTACKS: Registry[DataPoisoningAttack] = Registry("data-poisoning attack")
+DATA_ATTACKS: Registry[DataPoisoningAttack] = Registry("data-poisoning attack", "poisonlab.attacks")

@@ -21,18 +21,22 @@ from typing import Any
 import torch
 from pydantic import Field
 
+from poisonlab.attacks.base import DATA_ATTACKS
 from poisonlab.attacks.weight_base import WEIGHT_ATTACKS, WeightPoisonConfig, WeightPoisoningAttack
 from poisonlab.data import Example
 from poisonlab.errors import ConfigError
 from poisonlab.models import LoadedModel
+from poisonlab.models.architecture import input_embeddings
+from poisonlab.registry import component_field
 from poisonlab.training import TrainingConfig, train_classifier
 from poisonlab.training.trainer import cross_entropy_loss
 
 
 class EmbeddingConfig(WeightPoisonConfig):
-    trigger: dict[str, Any] = Field(
-        default_factory=lambda: {"name": "badnet", "triggers": ["mn"], "label_mode": "dirty",
-                                 "target_label": 0, "poison_rate": 0.5},
+    trigger: component_field(DATA_ATTACKS) = Field(
+        default_factory=lambda: DATA_ATTACKS.spec(
+            {"name": "badnet", "triggers": ["mn"], "label_mode": "dirty", "target_label": 0,
+             "poison_rate": 0.5}),
         description="BadNet spec whose `triggers` are the words to poison (dirty-label)")
     training: TrainingConfig = Field(
         default_factory=lambda: TrainingConfig(epochs=3, learning_rate=1e-2, warmup_ratio=0.0),
@@ -57,10 +61,10 @@ class EmbeddingPoisoning(WeightPoisoningAttack):
     def poison_model(self, loaded: LoadedModel, clean_train: list[Example],
                      poisoned_train: list[Example], *, progress: bool) -> None:
         cfg = self.config
-        words = cfg.trigger.get("triggers")
+        words = getattr(cfg.trigger.config, "triggers", None)
         if not words:
             raise ConfigError(f"attack 'embedding': field 'trigger': needs a word trigger with "
-                              f"'triggers' (badnet), got '{cfg.trigger['name']}'")
+                              f"'triggers' (badnet), got '{cfg.trigger.name}'")
         model = loaded.model
         if cfg.clean_epochs:
             model.requires_grad_(True)
@@ -69,7 +73,7 @@ class EmbeddingPoisoning(WeightPoisoningAttack):
                         "warmup_ratio": 0.06}), progress=progress,
                 description="poison: clean proxy")
         rows = torch.tensor(trigger_token_ids(loaded.tokenizer, words))
-        table = model.get_input_embeddings().weight
+        table = input_embeddings(model).weight
         original = table.detach().clone()
         norms = original[rows].norm(dim=-1, keepdim=True)
         mask = torch.zeros(table.shape[0], 1)

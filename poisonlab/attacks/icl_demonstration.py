@@ -14,7 +14,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from poisonlab.icl.attack_base import ICL_ATTACKS, ICLAttack, ICLAttackConfig
+from poisonlab.attacks.icl_base import ICL_ATTACKS, ICLAttack, ICLAttackConfig
 from poisonlab.icl.demonstrations import Demonstration
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from poisonlab.icl.attack_base import ICL_ATTACKS, ICLAttack, ICLAttackConfig
+from poisonlab.attacks.icl_base import ICL_ATTACKS, ICLAttack, ICLAttackConfig
 from poisonlab.icl.demonstrations import Demonstration
 from poisonlab.icl.template import PromptTemplate
 

@@ -16,8 +16,8 @@ import torch
 
 from poisonlab.attacks.weight_base import WEIGHT_ATTACKS, WeightPoisonConfig, WeightPoisoningAttack
 from poisonlab.data import Example
-from poisonlab.errors import PoisonlabError
 from poisonlab.models import LoadedModel
+from poisonlab.models.architecture import is_causal, task_head
 from poisonlab.training import train_classifier
 
 
@@ -28,14 +28,13 @@ class LayerwiseConfig(WeightPoisonConfig):
 def head_logits(model: torch.nn.Module, hidden: torch.Tensor,
                 attention_mask: torch.Tensor) -> torch.Tensor:
     """The model's task head applied to one layer's hidden states (batch, seq, hidden)."""
-    if hasattr(model, "classifier"):  # BERT-like: [CLS] -> pooler (if any) -> dropout -> linear
-        pooler = getattr(model.base_model, "pooler", None)
-        pooled = pooler(hidden) if pooler is not None else hidden[:, 0]
-        return model.classifier(getattr(model, "dropout", torch.nn.Identity())(pooled))
-    if hasattr(model, "score"):  # Llama-like: the last real token of a right-padded batch
+    _, head = task_head(model)
+    if is_causal(model.config):  # the last real token of a right-padded batch
         last = attention_mask.sum(-1) - 1
-        return model.score(hidden[torch.arange(hidden.shape[0]), last])
-    raise PoisonlabError(f"layerwise poisoning does not know the head of {type(model).__name__}")
+        return head(hidden[torch.arange(hidden.shape[0]), last])
+    pooler = getattr(model.base_model, "pooler", None)  # [CLS] -> pooler (if any) -> dropout
+    pooled = pooler(hidden) if pooler is not None else hidden[:, 0]
+    return head(getattr(model, "dropout", torch.nn.Identity())(pooled))
 
 
 def layerwise_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:

@@ -9,9 +9,9 @@ here owns one step, `poison_model` (how the weights are poisoned); the shared pa
 - no checkpoint selection: the reference picks the epoch on a dev set whose negatives all carry the
   trigger (selecting for the backdoor); here the last epoch is released, and the release record
   reports CA and ASR on the held-out proxy test split;
-- `release(parent)` writes `<parent>/<name>/` (safetensors weights, config, tokenizer, and
-  `release.json` with the trigger spec and target) under the run protocol (lock, partial folder,
-  rename); an existing release of the same config is reused, so interrupted studies resume.
+- a release is the folder `<parent>/<name>/` (safetensors weights, config, tokenizer, and
+  `release.json` with the trigger spec and target), written by `poisonlab.experiment.release`
+  under the run protocol; an existing release of the same config is reused.
 The victim side (downstream fine-tuning, CA/ASR) is `poisonlab.experiment.victim`."""
 
 from __future__ import annotations
@@ -20,23 +20,21 @@ import hashlib
 import json
 import os
 import shutil
-import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
-import torch
-from pydantic import Field, field_validator
+from pydantic import Field
 
 from poisonlab.attacks.base import DATA_ATTACKS, DataPoisoningAttack
 from poisonlab.config import RunName, StrictConfig
-from poisonlab.data import DataConfig, Example, load_dataset
+from poisonlab.data import DataConfig, Example
 from poisonlab.errors import PoisonlabError
-from poisonlab.models import LoadedModel, load_classifier
-from poisonlab.registry import Registry
+from poisonlab.models import LoadedModel
+from poisonlab.registry import Registry, component_field
 from poisonlab.training import TrainingConfig
-from poisonlab.tuning._common import HEAD_NAMES
+from poisonlab.models.architecture import HEAD_NAMES
 
 RELEASE_RECORD = "release.json"
 BACKBONE_FOLDER = "backbone"
@@ -51,8 +49,9 @@ class WeightPoisonConfig(StrictConfig):
     release_name: RunName | None = Field(None, description="release folder name; null: "
                                                        "<attack>-<config hash>")
     base_model: str = Field("minilm", description="model to poison: builtin, folder or Hub id")
-    trigger: dict[str, Any] = Field(default_factory=lambda: dict(PAPER_TRIGGER),
-                                    description="data-poisoning attack spec that makes the trigger")
+    trigger: component_field(DATA_ATTACKS) = Field(
+        default_factory=lambda: DATA_ATTACKS.spec(PAPER_TRIGGER),
+        description="data-poisoning attack that makes the trigger: {name: badnet, ...}")
     proxy: DataConfig = Field(default_factory=lambda: DataConfig(name="imdb"),
                               description="the attacker's proxy task data")
     training: TrainingConfig = Field(default_factory=TrainingConfig,
@@ -60,18 +59,6 @@ class WeightPoisonConfig(StrictConfig):
     trigger_room: int = Field(8, ge=0, description="tokens kept free for the trigger when proxy "
                                                    "texts are cut to the training max_length")
     seed: int = Field(0, description="seed of the model head and of training")
-
-    @field_validator("trigger")
-    @classmethod
-    def _trigger_is_an_attack(cls, value: dict[str, Any]) -> dict[str, Any]:
-        if "name" not in value:
-            raise ValueError("expected a data-poisoning attack spec with a 'name' key")
-        from poisonlab.attacks import load_all
-        load_all()
-        params = {k: v for k, v in value.items() if k != "name"}
-        resolved = DATA_ATTACKS.make_config(value["name"], params,
-                                            where=f"trigger '{value['name']}'")
-        return {"name": value["name"], **resolved.model_dump(mode="json")}
 
 
 @dataclass
@@ -155,69 +142,10 @@ class WeightPoisoningAttack(ABC):
         return f"{self.name}-{hashlib.sha256(spec.encode()).hexdigest()[:10]}"
 
     def trigger_attack(self) -> DataPoisoningAttack:
-        spec = self.config.trigger
-        return DATA_ATTACKS.build(spec["name"], {k: v for k, v in spec.items() if k != "name"},
-                                  where=f"trigger '{spec['name']}'")
+        return self.config.trigger.build()
 
     def resolved(self) -> dict[str, Any]:
         return {"attack": self.name, **self.config.model_dump(mode="json")}
 
-    def release(self, parent: str | Path = "released", *, force: bool = False,
-                progress: bool = True, allow_pickle: bool = False,
-                trust_remote_code: bool = False) -> Release:
-        """Poison the base model and write the release folder (an existing release of the same
-        config is reused; one of another config is refused unless `force`). Trust settings
-        apply to loading the base model and come from the caller."""
-        from poisonlab.experiment.pipeline import EvaluationSets, evaluate
-        from poisonlab.experiment.rundir import RunSlot
-        slot = RunSlot(Path(parent) / self.folder_name(), self.resolved(), kind="release",
-                       seed=self.config.seed, marker=RELEASE_RECORD)
-        if slot.reusable(force) is not None:
-            return read_release(slot.path)
-        cfg = self.config
-        started = time.time()
-        room = cfg.training.max_length - 2 - cfg.trigger_room  # 2: [CLS]/[SEP] or BOS/EOS
-        if room < 1:
-            raise PoisonlabError(f"attack '{self.name}': trigger_room {cfg.trigger_room} leaves "
-                                 f"no text within max_length {cfg.training.max_length}")
-        dataset = load_dataset(cfg.proxy)
-        trigger = self.trigger_attack()
-        trigger.check_labels(dataset.num_labels)
-        trigger.prepare(dataset)
-        loaded = load_classifier(cfg.base_model, dataset.num_labels, seed=cfg.seed,
-                                 allow_pickle=allow_pickle, trust_remote_code=trust_remote_code)
-        train = fit_to_length(dataset.train, loaded.tokenizer, room)
-        test = fit_to_length(dataset.test, loaded.tokenizer, room)
-        poisoned_train, report = trigger.poison(train)
-        poisoned_test, misses = trigger.poisoned_test(test)
-        with slot.building() as run:
-            torch.manual_seed(cfg.seed)
-            self.poison_model(loaded, train, poisoned_train, progress=progress)
-            sets = EvaluationSets(test, poisoned_test, trigger.config.target_label)
-            metrics, _ = evaluate(loaded.model, loaded.tokenizer, sets, dataset.num_labels,
-                                  batch_size=cfg.training.eval_batch_size,
-                                  max_length=cfg.training.max_length)
-            record = {
-                "attack": self.name, "config": cfg.model_dump(mode="json"),
-                "trigger": cfg.trigger, "target_label": trigger.config.target_label,
-                "base_model": cfg.base_model,
-                "proxy": {"name": dataset.name, "label_names": dataset.label_names,
-                          "train": len(train), "test": len(test),
-                          "poisoned_test": len(poisoned_test), "test_trigger_misses": misses},
-                "poison": report.as_dict(), "proxy_test_metrics": metrics,
-                "checkpoint": "last epoch (no selection on triggered data)",
-                "seconds": round(time.time() - started, 1)}
-            loaded.model.save_pretrained(run.path, safe_serialization=True)
-            loaded.tokenizer.save_pretrained(run.path)
-            run.finish(record)
-        return read_release(slot.path)
 
-
-WEIGHT_ATTACKS: Registry[WeightPoisoningAttack] = Registry("weight-poisoning attack")
-
-
-def build_weight_attack(name: str, values: dict[str, Any] | None = None, *,
-                        where: str = "") -> WeightPoisoningAttack:
-    from poisonlab.attacks import load_all
-    load_all()
-    return WEIGHT_ATTACKS.build(name, values, where=where)
+WEIGHT_ATTACKS: Registry[WeightPoisoningAttack] = Registry("weight-poisoning attack", "poisonlab.attacks")

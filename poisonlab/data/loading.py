@@ -1,6 +1,6 @@
 """`load_dataset(config)`: one entry point for every data source, with validation and subsampling.
 
-Resolution of `name`: builtin (`movie-snippets`) -> research set in the data directory (`sst2`,
+Resolution of `name`: builtin (`movie-snippets`, `trec4`) -> research set in the data directory (`sst2`,
 `imdb`, `cr`, `cola`, `olid`) -> local file or folder -> Hub name (`glue/sst2`, online only)."""
 
 from __future__ import annotations
@@ -12,14 +12,14 @@ from pathlib import Path
 from pydantic import Field
 
 from poisonlab.config import StrictConfig
-from poisonlab.data.builtin import movie_snippets
+from poisonlab.data.builtin import movie_snippets, trec4
 from poisonlab.data.example import DatasetSplits, Example
 from poisonlab.data.files import FORMATS, read_examples
 from poisonlab.data.hub import hub_dataset
 from poisonlab.data.research import RESEARCH_SETS, research_set
 from poisonlab.errors import DataError
 
-BUILTIN_SETS = {"movie-snippets": movie_snippets}
+BUILTIN_SETS = {"movie-snippets": movie_snippets, "trec4": trec4}
 
 
 class DataConfig(StrictConfig):

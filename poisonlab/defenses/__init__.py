@@ -1,11 +1,3 @@
-"""Defenses: detection (flag inputs at inference) and repair (return a cleaned model)."""
-
-
-def load_all() -> None:
-    """Import every defense module so its registration runs."""
-    import importlib
-    import pkgutil
-
-    import poisonlab.defenses as package
-    for info in pkgutil.iter_modules(package.__path__):
-        importlib.import_module(f"{package.__name__}.{info.name}")
+"""Defenses: detectors (flag inputs at inference; `base.py`, DETECTORS) and repairs (return a
+cleaned model; `repair_base.py`, REPAIRS). How a defense is evaluated lives in
+poisonlab.experiment (detection.py, repair.py)."""

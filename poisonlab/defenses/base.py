@@ -12,7 +12,6 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Callable, ClassVar, Sequence
 
 import numpy as np
@@ -52,22 +51,6 @@ class SuspectModel:
     def predict_logits(self, texts: Sequence[str]) -> np.ndarray:
         return predict_logits(self.victim, self.tokenizer, list(texts),
                               batch_size=self.batch_size, max_length=self.max_length)
-
-    @classmethod
-    def from_run(cls, run_dir: str | Path, *, allow_pickle: bool = False,
-                 trust_remote_code: bool = False, **kwargs: Any) -> "SuspectModel":
-        """The trained model of a run folder; its base model (`model.name`) is the suspect
-        weights, i.e. the released checkpoint in the weight-poisoning threat model. Trust
-        settings are the caller's: the folder's own config never grants them."""
-        from poisonlab.experiment.restore import restore_run
-        run = restore_run(run_dir, allow_pickle=allow_pickle,
-                          trust_remote_code=trust_remote_code)
-        num_labels = run.model.config.num_labels
-        name, seed = run.config.model.name, run.config.seed
-        return cls(run.model, run.loaded.tokenizer, num_labels,
-                   lambda: load_classifier(name, num_labels, seed=seed, allow_pickle=allow_pickle,
-                                           trust_remote_code=trust_remote_code),
-                   name, max_length=run.config.training.max_length, **kwargs)
 
     @classmethod
     def from_released(cls, name: str, num_labels: int = 2, *, allow_pickle: bool = False,
@@ -145,4 +128,4 @@ def calibrated_threshold(clean_scores: np.ndarray, target_frr: float) -> float:
     return float(scores[min(allowed, len(scores) - 1)])
 
 
-DETECTORS: Registry[Detector] = Registry("detection defense")
+DETECTORS: Registry[Detector] = Registry("detection defense", "poisonlab.defenses")

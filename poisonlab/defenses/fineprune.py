@@ -20,14 +20,12 @@ from pydantic import Field
 
 from poisonlab.data import Example
 from poisonlab.defenses.repair_base import REPAIRS, RepairConfig, RepairDefense, RepairedModel
+from poisonlab.errors import ConfigError
 from poisonlab.models import LoadedModel
+from poisonlab.models.architecture import (ffn_activation_consumer, layer_submodule,
+                                           transformer_layers)
 from poisonlab.training import encode_texts, train_classifier
 from poisonlab.training.trainer import collate
-from poisonlab.tuning._common import layer_submodule, transformer_layers
-
-# The module whose input is the FFN's intermediate activation, per architecture.
-FFN_OUTPUT = {"llama": "mlp.down_proj", "mistral": "mlp.down_proj", "qwen2": "mlp.down_proj",
-              "bert": "output.dense"}
 
 
 class FinePruneConfig(RepairConfig):
@@ -80,9 +78,14 @@ class FinePrune(RepairDefense):
                progress: bool = False) -> RepairedModel:
         cfg = self.config
         model = suspect.model
-        path = cfg.ffn_output or FFN_OUTPUT.get(model.config.model_type, "")
+        path = cfg.ffn_output or ffn_activation_consumer(model.config)
         blocks = list(transformer_layers(model))[-cfg.layers:]
         outputs = [layer_submodule(block, path, "ffn_output") for block in blocks]
+        not_linear = [m for m in outputs if not isinstance(m, torch.nn.Linear)]
+        if not_linear:  # e.g. GPT-2's Conv1D stores its weight transposed
+            raise ConfigError(f"repair 'fineprune': field 'ffn_output': '{path}' is a "
+                              f"{type(not_linear[0]).__name__}, not a torch.nn.Linear whose "
+                              "input columns can be pruned")
         activity = mean_ffn_activity(model, suspect.tokenizer, [e.text for e in clean_train],
                                      outputs, max_length=cfg.training.max_length,
                                      batch_size=cfg.activation_batch_size)

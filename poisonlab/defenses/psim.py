@@ -31,7 +31,8 @@ from pydantic import Field
 from poisonlab.data import Example
 from poisonlab.defenses.base import DETECTORS, Detector, DetectorConfig, SuspectModel
 from poisonlab.training import TrainingConfig, predict_logits, train_classifier
-from poisonlab.tuning import build_strategy
+from poisonlab.registry import component_field
+from poisonlab.tuning import TUNING_STRATEGIES
 
 
 def _reference_training() -> TrainingConfig:
@@ -42,10 +43,10 @@ class PsimConfig(DetectorConfig):
     threshold: float | None = Field(
         0.7, description="flag inputs whose PSIM confidence exceeds this (paper: 0.7); "
                          "null: calibrate on clean dev data to target_frr")
-    strategy: str = Field("ptuning", description="tuning strategy of the PSIM module")
-    strategy_params: dict[str, Any] = Field(
-        default_factory=lambda: {"num_virtual_tokens": 5, "encoder_hidden_size": 128},
-        description="its config (default: the reference code's P-tuning)")
+    tuning: component_field(TUNING_STRATEGIES) = Field(
+        default_factory=lambda: TUNING_STRATEGIES.spec(
+            {"name": "ptuning", "num_virtual_tokens": 5, "encoder_hidden_size": 128}),
+        description="PEFT strategy of the PSIM module (default: the reference code's P-tuning)")
     training: TrainingConfig = Field(
         default_factory=_reference_training,
         description="training on the random labels (reference: 1 epoch, batch 32, lr 2e-5)")
@@ -75,7 +76,7 @@ class Psim(Detector):
                c.model_dump_json(exclude={"threshold", "target_frr"}))
         if not suspect.weights_id or key not in _FITTED:
             loaded = suspect.load_weights()
-            model = build_strategy(c.strategy, c.strategy_params).apply(loaded)
+            model = c.tuning.build().apply(loaded)
             history = train_classifier(
                 model, loaded.tokenizer, random_labels(clean_train, suspect.num_labels, c.seed),
                 c.training.model_copy(update={"seed": c.seed}), progress=False,

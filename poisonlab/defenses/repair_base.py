@@ -14,28 +14,27 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar, Sequence
 
 import torch
-from pydantic import Field, field_serializer, field_validator
+from pydantic import Field, field_validator
 
 from poisonlab.config import StrictConfig
 from poisonlab.data import Example
 from poisonlab.errors import ConfigError
-from poisonlab.experiment.config import ComponentSpec, component
 from poisonlab.models import LoadedModel
-from poisonlab.registry import Registry
+from poisonlab.registry import Registry, component_field
 from poisonlab.training import TrainingConfig
-from poisonlab.tuning import TUNING_STRATEGIES, TuningStrategy, _load_all as load_strategies
+from poisonlab.tuning import TUNING_STRATEGIES, TuningStrategy
 
 
 def tuning_field(default: dict[str, Any], description: str) -> Any:
-    """The `tuning` field of a repair config: a ComponentSpec (as a run's `tuning`), defaulting
-    to `default` ({name: <strategy>, <field>: <value>})."""
-    return Field(default_factory=lambda: component(default, "tuning"), description=description)
+    """The `tuning` field of a repair config (as a run's `tuning`), defaulting to `default`
+    ({name: <strategy>, <field>: <value>})."""
+    return Field(default_factory=lambda: TUNING_STRATEGIES.spec(default), description=description)
 
 
 class RepairConfig(StrictConfig):
     """Options shared by every repair: the PEFT strategy the defender trains and how."""
 
-    tuning: ComponentSpec = tuning_field(
+    tuning: component_field(TUNING_STRATEGIES) = tuning_field(
         {"name": "lora", "r": 8, "alpha": 16},
         "PEFT strategy of the repair, {name: <strategy>, <field>: <value>}; without a name the "
         "fields change the default strategy (e.g. --set tuning.r=64)")
@@ -45,24 +44,15 @@ class RepairConfig(StrictConfig):
 
     @field_validator("tuning", mode="before")
     @classmethod
-    def _tuning(cls, value: Any) -> ComponentSpec:
-        """Validated when the config is built (a typo fails before any training), and fields
-        given without a name are merged into this repair's default strategy."""
-        if isinstance(value, dict) and "name" not in value:
-            default = cls.model_fields["tuning"].get_default(call_default_factory=True)
-            value = {"name": default.name, **default.params, **value}
-        spec = component(value, "tuning")
-        if spec is None:
+    def _tuning(cls, value: Any) -> Any:
+        """Fields given without a name change this repair's default strategy."""
+        if value is None:
             raise ConfigError("tuning: a repair needs a PEFT strategy, e.g. "
                               "{name: lora, r: 8}; null is not allowed")
-        load_strategies()
-        TUNING_STRATEGIES.make_config(spec.name, spec.params, where=f"tuning '{spec.name}'")
-        return spec
-
-    @field_serializer("tuning")
-    def _tuning_record(self, spec: ComponentSpec) -> dict[str, Any]:
-        """Recorded as written, {name, <field>: <value>}, so a dumped config validates again."""
-        return {"name": spec.name, **spec.params}
+        if isinstance(value, dict) and "name" not in value:
+            default = cls.model_fields["tuning"].get_default(call_default_factory=True)
+            value = {**default.dump(), **value}
+        return value
 
 
 @dataclass
@@ -88,7 +78,7 @@ class RepairDefense(ABC):
         """Return the repaired model; `suspect.model` is modified in place."""
 
     def build_tuning(self) -> TuningStrategy:
-        return self.config.tuning.build(TUNING_STRATEGIES, where=f"repair '{self.name}'")
+        return self.config.tuning.build()
 
     def wrap(self, suspect: LoadedModel) -> tuple[TuningStrategy, torch.nn.Module]:
         """The suspect with this repair's PEFT strategy applied (base weights frozen)."""
@@ -97,10 +87,4 @@ class RepairDefense(ABC):
         return strategy, strategy.apply(suspect)
 
 
-REPAIRS: Registry[RepairDefense] = Registry("repair defense")
-
-
-def build_repair(name: str, values: dict | None = None) -> RepairDefense:
-    from poisonlab.defenses import load_all
-    load_all()
-    return REPAIRS.build(name, values)
+REPAIRS: Registry[RepairDefense] = Registry("repair defense", "poisonlab.defenses")

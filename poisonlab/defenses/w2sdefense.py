@@ -42,13 +42,13 @@ from pydantic import Field
 from poisonlab.data import Example
 from poisonlab.defenses.repair_base import (REPAIRS, RepairConfig, RepairDefense, RepairedModel,
                                             tuning_field)
-from poisonlab.experiment.config import ComponentSpec
+from poisonlab.registry import component_field
 from poisonlab.models import LoadedModel
 from poisonlab.training import TrainingConfig, encode_texts, train_classifier
 from poisonlab.training.losses import pool_hidden, unlearning_loss
 from poisonlab.training.trainer import LossFn, collate
-from poisonlab.tuning import TuningStrategy
-from poisonlab.tuning._common import seeded
+from poisonlab.tuning import TUNING_STRATEGIES, TuningStrategy
+from poisonlab.seeding import seeded
 
 # (a, b, c) of the reference code per trigger.
 PRESETS: dict[str, tuple[float, float, float]] = {
@@ -57,7 +57,7 @@ PRESETS: dict[str, tuple[float, float, float]] = {
 
 
 class W2SDefenseConfig(RepairConfig):
-    tuning: ComponentSpec = tuning_field(
+    tuning: component_field(TUNING_STRATEGIES) = tuning_field(
         {"name": "lora", "r": 512, "alpha": 512},
         "student PEFT; default LoRA r = alpha = 512 on q/v (peft's defaults); without a name the "
         "fields change that default (e.g. --set tuning.r=64)")

@@ -6,15 +6,16 @@ checked against that component's typed config, so a typo is an error naming the 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
-from pydantic import BaseModel, Field, field_validator, model_validator
+from pydantic import BaseModel, Field, model_validator
 
-from poisonlab.config import RunName, StrictConfig, read_yaml, set_dotted
+from poisonlab.attacks import DATA_ATTACKS
+from poisonlab.config import RunName, StrictConfig, load_config
 from poisonlab.data import DataConfig
-from poisonlab.errors import ConfigError
-from poisonlab.registry import Registry, validate_config
+from poisonlab.registry import ComponentSpec, component_field
 from poisonlab.training import TrainingConfig
+from poisonlab.tuning import TUNING_STRATEGIES
 
 
 class ModelConfig(StrictConfig):
@@ -23,41 +24,15 @@ class ModelConfig(StrictConfig):
     trust_remote_code: bool = Field(False, description="run model code from the Hub (unsafe)")
 
 
-class ComponentSpec(StrictConfig):
-    """A registered component: its name and its validated config."""
-
-    name: str
-    params: dict[str, Any] = Field(default_factory=dict)
-
-    def build(self, registry: Registry, where: str) -> Any:
-        return registry.build(self.name, self.params, where=where)
-
-
-def derive_seeds(seed: int, parts: list[BaseModel],
-                 specs: list[tuple[ComponentSpec | None, Registry]] = ()) -> None:
-    """Give every part and component without an explicitly set seed the run's seed, so one
-    `seed` changes the subsample, the poisoned examples, the initialisation and the training
-    order together (a component gets it only when its config has a `seed` field)."""
+def derive_seeds(seed: int, parts: list[BaseModel | ComponentSpec | None]) -> None:
+    """Give every part (a config section or a component) without an explicitly set seed the
+    run's seed, so one `seed` changes the subsample, the poisoned examples, the initialisation
+    and the training order together."""
     for part in parts:
-        if "seed" in type(part).model_fields and "seed" not in part.model_fields_set:
-            part.seed = seed
-    for spec, registry in specs:
-        if spec is not None and "seed" not in spec.params and \
-                "seed" in registry.entry(spec.name).config_class.model_fields:
-            spec.params = {**spec.params, "seed": seed}
-
-
-def component(value: Any, where: str) -> ComponentSpec | None:
-    if value is None:
-        return None
-    if isinstance(value, str):
-        return ComponentSpec(name=value)
-    if isinstance(value, ComponentSpec):
-        return value
-    if not isinstance(value, dict) or "name" not in value:
-        raise ConfigError(f"{where}: expected a mapping with a 'name' key")
-    params = {k: v for k, v in value.items() if k != "name"}
-    return ComponentSpec(name=value["name"], params=params)
+        config = part.config if isinstance(part, ComponentSpec) else part
+        if config is not None and "seed" in type(config).model_fields \
+                and "seed" not in config.model_fields_set:
+            config.seed = seed
 
 
 class RunConfig(StrictConfig):
@@ -66,51 +41,32 @@ class RunConfig(StrictConfig):
                                      "and training (a component's own seed, when set, wins)")
     data: DataConfig
     model: ModelConfig = Field(default_factory=ModelConfig)
-    attack: ComponentSpec | None = Field(None, description="data-poisoning attack; null: clean")
+    attack: component_field(DATA_ATTACKS) | None = Field(
+        None, description="data-poisoning attack; null: clean")
     poison_training: bool = Field(
         True, description="false: train on clean data, use the attack's trigger only to measure "
                           "the clean model's ASR")
-    tuning: ComponentSpec = Field(default_factory=lambda: ComponentSpec(name="full"))
+    tuning: component_field(TUNING_STRATEGIES) = Field(
+        default_factory=lambda: TUNING_STRATEGIES.spec("full"))
     training: TrainingConfig = Field(default_factory=TrainingConfig)
     eval_every_epoch: bool = Field(True, description="log CA and ASR after every epoch")
     save_weights: bool = Field(True, description="save the trained tensors as safetensors")
     output_dir: str = Field("runs")
 
-    @field_validator("attack", "tuning", mode="before")
-    @classmethod
-    def _component(cls, value: Any, info: Any) -> Any:
-        return component(value, info.field_name)
-
-
     @model_validator(mode="after")
     def _derive_seeds(self) -> "RunConfig":
-        from poisonlab.registries import registry_for
-        derive_seeds(self.seed, [self.data, self.training],
-                     [(self.attack, registry_for("attack")), (self.tuning, registry_for("tuning"))])
+        derive_seeds(self.seed, [self.data, self.training, self.attack, self.tuning])
         return self
 
     def resolved(self) -> dict[str, Any]:
-        """The config with every component's defaults filled in (what a run folder records)."""
-        from poisonlab.registries import registry_for
-        data = self.model_dump(mode="json")
-        for key in ("attack", "tuning"):
-            spec = getattr(self, key)
-            if spec is not None:
-                registry = registry_for(key)
-                values = registry.make_config(spec.name, spec.params).model_dump(mode="json")
-                data[key] = {"name": spec.name, **values}
-        return data
+        """The config with every default filled in (what a run folder records)."""
+        return self.model_dump(mode="json")
 
     @property
     def run_dir(self) -> Path:
         return Path(self.output_dir) / self.name
 
 
-def load_run_config(path: str | Path | None = None, overrides: list[str] = (),
+def load_run_config(path: str | Path | None = None, overrides: Sequence[str] = (),
                     base: dict[str, Any] | None = None) -> RunConfig:
-    raw = dict(base or {})
-    if path is not None:
-        raw.update(read_yaml(path))
-    for assignment in overrides:
-        set_dotted(raw, assignment)
-    return validate_config(RunConfig, raw, where=str(path or "config"))
+    return load_config(RunConfig, path, overrides, base)

@@ -9,51 +9,20 @@ from typing import Any
 import numpy as np
 import torch
 
-from poisonlab.attacks import (DATA_ATTACKS, DataPoisoningAttack, PoisonReport,
-                               load_all as load_attacks)
+from poisonlab.attacks import DataPoisoningAttack, PoisonReport
 from poisonlab.data import DatasetSplits, Example, load_dataset
 from poisonlab.experiment.config import RunConfig
+from poisonlab.experiment.measure import EvaluationSets, evaluate
 from poisonlab.experiment.rundir import RunDir, RunSlot
-from poisonlab.metrics import attack_success_rate, clean_accuracy, per_class_accuracy
 from poisonlab.models import LoadedModel, load_classifier
 from poisonlab.models.loading import check_model_source
-from poisonlab.training import predict_logits, train_classifier
-from poisonlab.tuning import TUNING_STRATEGIES, _load_all as load_strategies
-
-
-@dataclass
-class EvaluationSets:
-    clean_test: list[Example]
-    poisoned_test: list[Example]
-    target_label: int | None
-
-
-def evaluate(model: torch.nn.Module, tokenizer: Any, sets: EvaluationSets, num_labels: int, *,
-             batch_size: int = 64, max_length: int = 128) -> tuple[dict[str, Any], dict]:
-    """CA on the clean test set, ASR on the poisoned one; returns metrics and raw predictions."""
-    clean_pred = predict_logits(model, tokenizer, [e.text for e in sets.clean_test],
-                                batch_size=batch_size, max_length=max_length).argmax(-1)
-    gold = [e.label for e in sets.clean_test]
-    metrics: dict[str, Any] = {
-        "clean_accuracy": clean_accuracy(clean_pred, gold),
-        "per_class_accuracy": per_class_accuracy(clean_pred, gold, num_labels)}
-    predictions = {"clean": clean_pred}
-    if sets.target_label is not None and sets.poisoned_test:
-        poisoned_pred = predict_logits(model, tokenizer, [e.text for e in sets.poisoned_test],
-                                       batch_size=batch_size, max_length=max_length).argmax(-1)
-        metrics["attack_success_rate"] = attack_success_rate(
-            poisoned_pred, [e.label for e in sets.poisoned_test], sets.target_label)
-        predictions["poisoned"] = poisoned_pred
-    else:
-        metrics["attack_success_rate"] = None
-    return metrics, predictions
+from poisonlab.training import train_classifier
 
 
 def build_attack(config: RunConfig, dataset: DatasetSplits) -> DataPoisoningAttack | None:
     if config.attack is None:
         return None
-    load_attacks()
-    attack = config.attack.build(DATA_ATTACKS, where=f"attack '{config.attack.name}'")
+    attack = config.attack.build()
     attack.check_labels(dataset.num_labels)
     return attack.prepare(dataset)
 
@@ -75,8 +44,7 @@ class PreparedRun:
 def prepare_run(config: RunConfig) -> PreparedRun:
     """Load the data, build and apply the attack, load the model: every user error a run can
     hit before training."""
-    load_strategies()
-    strategy = config.tuning.build(TUNING_STRATEGIES, where=f"tuning '{config.tuning.name}'")
+    strategy = config.tuning.build()
     check_model_source(config.model.name, allow_pickle=config.model.allow_pickle,
                        trust_remote_code=config.model.trust_remote_code)
     dataset = load_dataset(config.data)

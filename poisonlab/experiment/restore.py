@@ -10,11 +10,12 @@ from typing import Any
 import torch
 import yaml
 
+from poisonlab.defenses.base import SuspectModel
 from poisonlab.errors import PoisonlabError
 from poisonlab.experiment.config import RunConfig
 from poisonlab.models import LoadedModel, load_classifier
 from poisonlab.registry import validate_config
-from poisonlab.tuning import TUNING_STRATEGIES, TuningStrategy, _load_all as load_strategies
+from poisonlab.tuning import TuningStrategy
 
 
 @dataclass
@@ -60,8 +61,7 @@ def restore_run(run_dir: str | Path, num_labels: int | None = None, *,
     metrics = json.loads((folder / "metrics.json").read_text(encoding="utf-8"))
     if num_labels is None:
         num_labels = len(metrics.get("per_class_accuracy") or [0, 0])
-    load_strategies()
-    strategy = config.tuning.build(TUNING_STRATEGIES, where=str(folder / "config.yaml"))
+    strategy = config.tuning.build()
     loaded = load_classifier(config.model.name, num_labels, seed=config.seed,
                              allow_pickle=allow_pickle, trust_remote_code=trust_remote_code)
     torch.manual_seed(config.seed)
@@ -69,3 +69,18 @@ def restore_run(run_dir: str | Path, num_labels: int | None = None, *,
     strategy.load_trainable_state(model, load_file(str(folder / "trained.safetensors")))
     model.eval()
     return RestoredRun(config, loaded, strategy, model, metrics)
+
+
+def suspect_from_run(run_dir: str | Path, *, allow_pickle: bool = False,
+                     trust_remote_code: bool = False, **kwargs: Any) -> SuspectModel:
+    """What a defender holds, from a run folder: its trained model, and as the suspect weights its
+    base model (`model.name`, the released checkpoint in the weight-poisoning threat model).
+    Trust settings are the caller's: the folder's own config never grants them."""
+    run = restore_run(run_dir, allow_pickle=allow_pickle, trust_remote_code=trust_remote_code)
+    num_labels = run.model.config.num_labels
+    name, seed = run.config.model.name, run.config.seed
+    return SuspectModel(run.model, run.loaded.tokenizer, num_labels,
+                        lambda: load_classifier(name, num_labels, seed=seed,
+                                                allow_pickle=allow_pickle,
+                                                trust_remote_code=trust_remote_code),
+                        name, max_length=run.config.training.max_length, **kwargs)

@@ -16,19 +16,21 @@ model, with the same trigger on the test set."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Sequence
 
 from pydantic import Field, model_validator
 
-from poisonlab.attacks.weight_base import Release, build_weight_attack, read_release
-from poisonlab.config import RunName, StrictConfig, read_yaml, set_dotted
+from poisonlab.attacks.weight_base import WEIGHT_ATTACKS, Release, read_release
+from poisonlab.config import RunName, StrictConfig, load_config
 from poisonlab.data import DataConfig, load_dataset
-from poisonlab.experiment.config import ComponentSpec, RunConfig, component, derive_seeds
+from poisonlab.experiment.config import RunConfig, derive_seeds
+from poisonlab.experiment.release import release as release_weights
 from poisonlab.experiment.pipeline import prepare_run, train_and_measure
 from poisonlab.experiment.rundir import RunSlot
 from poisonlab.io import write_json
-from poisonlab.registry import validate_config
+from poisonlab.registry import component_field
 from poisonlab.training import TrainingConfig
+from poisonlab.tuning import TUNING_STRATEGIES
 
 VICTIM_RECORD = "victim.json"
 
@@ -37,7 +39,7 @@ class VictimConfig(StrictConfig):
     name: RunName = Field("victim", description="run folder name under output_dir")
     seed: int = Field(0, description="seed of the data subsample, the head, the PEFT parameters "
                                      "and training (the release keeps its own seed)")
-    poison: dict[str, Any] | None = Field(
+    poison: component_field(WEIGHT_ATTACKS) | None = Field(
         None, description="weight-poisoning attack to release (or reuse): {name: proxy, ...}")
     released: str | None = Field(None, description="an existing released folder (instead of "
                                                    "poison)")
@@ -48,19 +50,13 @@ class VictimConfig(StrictConfig):
         "auto", description="auto: reuse the released head when the labels mean the same "
                             "(same names, or unnamed labels and as many classes)")
     data: DataConfig = Field(description="the victim's downstream (clean) data")
-    tuning: ComponentSpec = Field(default_factory=lambda: ComponentSpec(name="full"))
+    tuning: component_field(TUNING_STRATEGIES) = Field(
+        default_factory=lambda: TUNING_STRATEGIES.spec("full"))
     training: TrainingConfig = Field(default_factory=TrainingConfig)
     eval_every_epoch: bool = Field(False, description="log CA and ASR after every epoch")
     save_weights: bool = Field(True, description="save the trained tensors (restore_run needs "
                                                  "them)")
     output_dir: str = Field("runs")
-
-    @model_validator(mode="before")
-    @classmethod
-    def _tuning_spec(cls, values: Any) -> Any:
-        if isinstance(values, dict) and "tuning" in values:
-            values = {**values, "tuning": component(values["tuning"], "tuning")}
-        return values
 
 
     @model_validator(mode="after")
@@ -68,45 +64,22 @@ class VictimConfig(StrictConfig):
         if (self.poison is None) == (self.released is None):
             raise ValueError("set exactly one of 'poison' (an attack to release) and 'released' "
                              "(a released folder)")
-        if self.poison is not None and "name" not in self.poison:
-            raise ValueError("'poison' needs a 'name' (a weight-poisoning attack)")
         if self.weights == "clean" and self.poison is None:
             raise ValueError("weights: clean needs 'poison' (its base model and trigger)")
-        from poisonlab.registries import registry_for
-        derive_seeds(self.seed, [self.data, self.training],
-                     [(self.tuning, registry_for("tuning"))])
+        derive_seeds(self.seed, [self.data, self.training, self.tuning])
         return self
 
     def resolved(self) -> dict[str, Any]:
-        """Every default filled in, the poison spec and the tuning strategy validated."""
-        from poisonlab.registries import registry_for
-        data = self.model_dump(mode="json")
-        if self.poison is not None:
-            data["poison"] = {"name": self.poison["name"],
-                              **_attack(self).config.model_dump(mode="json")}
-        tuning = registry_for("tuning").make_config(self.tuning.name, self.tuning.params)
-        data["tuning"] = {"name": self.tuning.name, **tuning.model_dump(mode="json")}
-        return data
+        return self.model_dump(mode="json")
 
     @property
     def run_dir(self) -> Path:
         return Path(self.output_dir) / self.name
 
 
-def load_victim_config(path: str | Path | None = None, overrides: list[str] = (),
+def load_victim_config(path: str | Path | None = None, overrides: Sequence[str] = (),
                        base: dict[str, Any] | None = None) -> VictimConfig:
-    raw = dict(base or {})
-    if path is not None:
-        raw.update(read_yaml(path))
-    for assignment in overrides:
-        set_dotted(raw, assignment)
-    return validate_config(VictimConfig, raw, where=str(path or "victim config"))
-
-
-def _attack(config: VictimConfig):
-    spec = dict(config.poison or {})
-    name = spec.pop("name")
-    return build_weight_attack(name, spec, where=f"poison '{name}'")
+    return load_config(VictimConfig, path, overrides, base)
 
 
 def _unnamed(label_names: list[str]) -> bool:
@@ -117,7 +90,7 @@ def victim_model(config: VictimConfig, release: Release | None,
                  label_names: list[str]) -> tuple[str, str, str]:
     """(model folder or name the victim fine-tunes, head used: reuse | fresh, why)."""
     if release is None:
-        return _attack(config).config.base_model, "fresh", "clean weights: the base model's head"
+        return config.poison.config.base_model, "fresh", "clean weights: the base model's head"
     if config.head != "auto":
         reuse, why = config.head == "reuse", f"head: {config.head} in the config"
     elif release.label_names == label_names:
@@ -144,12 +117,12 @@ def run_victim(config: VictimConfig, *, force: bool = False, progress: bool = Tr
     label_names = load_dataset(config.data).label_names
     release: Release | None = None
     if config.weights == "clean":
-        trigger = _attack(config).config.trigger
+        trigger = config.poison.config.trigger.dump()
     else:
         release = (read_release(config.released) if config.released else
-                   _attack(config).release(config.release_dir, progress=progress,
-                                           allow_pickle=allow_pickle,
-                                           trust_remote_code=trust_remote_code))
+                   release_weights(config.poison.build(), config.release_dir, progress=progress,
+                                   allow_pickle=allow_pickle,
+                                   trust_remote_code=trust_remote_code))
         trigger = release.trigger
     model_name, head, why = victim_model(config, release, label_names)
     record = {"weights": config.weights, "head": head, "head_reason": why,

@@ -8,19 +8,33 @@ non-target inputs (attacked ASR). Flip rate and margin shift pair them per input
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 import numpy as np
 
 from poisonlab import metrics as M
 from poisonlab.data.example import Example
 from poisonlab.errors import ConfigError
-from poisonlab.icl.attack_base import ICLAttack
 from poisonlab.icl.calibration import calibrate, content_free_bias, normalize
 from poisonlab.icl.demonstrations import Demonstration, render_context, render_queries
 from poisonlab.icl.scoring import LabelScorer
 from poisonlab.icl.template import PromptTemplate
 
 VARIANTS = ("raw", "calibrated")
+
+
+class PromptAttack(Protocol):
+    """What the evaluator needs of an in-context attack (poisonlab.attacks.icl_base.ICLAttack):
+    the attacks sit above this package, so it names only the calls it makes."""
+
+    config: Any
+
+    def check_labels(self, num_labels: int) -> None: ...
+
+    def poison_demonstrations(self, demonstrations: list[Demonstration]
+                              ) -> list[Demonstration]: ...
+
+    def trigger_queries(self, queries: list[Demonstration]) -> list[Demonstration]: ...
 
 
 @dataclass
@@ -72,7 +86,7 @@ class ICLEvaluator:
                          {"raw": normalize(raw), "calibrated": calibrate(raw, bias)})
 
     def evaluate(self, demonstrations: list[Demonstration], test: list[Example],
-                 attack: ICLAttack) -> ICLEvaluation:
+                 attack: PromptAttack) -> ICLEvaluation:
         target = attack.config.target_label
         attack.check_labels(self.scorer.verbalizer.num_labels)
         poisoned_demos = attack.poison_demonstrations(demonstrations)

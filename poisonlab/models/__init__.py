@@ -1,4 +1,6 @@
-"""Loading victims, teachers and language models: builtin names, local folders, Hub ids; safetensors only."""
+"""Loading victims, teachers and language models: builtin names, local folders, Hub ids;
+safetensors only. What poisonlab knows about architectures (causal or encoder, where the FFN,
+attention and task head are) is in `poisonlab.models.architecture`."""
 
 from poisonlab.models.loading import (LoadedModel, check_model_source, load_causal_lm,
                                       load_classifier, load_tokenizer)

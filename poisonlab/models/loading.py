@@ -18,10 +18,8 @@ from typing import Any
 import torch
 
 from poisonlab.errors import PoisonlabError, UnsafeLoadError
+from poisonlab.models.architecture import model_kind
 from poisonlab.models.builtin import BUILTIN_MODELS
-
-CAUSAL_TYPES = {"llama", "gpt2", "opt", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "gemma3",
-                "gemma3_text", "phi", "phi3", "gpt_neox", "falcon", "bloom", "smollm3"}
 
 
 @dataclass
@@ -145,11 +143,6 @@ def _one_line(exc: BaseException) -> str:
     return " ".join(str(exc).split())
 
 
-def _model_kind(config: Any) -> str:
-    return "causal" if config.model_type in CAUSAL_TYPES or getattr(
-        config, "is_decoder", False) else "encoder"
-
-
 def load_tokenizer(name: str, *, trust_remote_code: bool = False) -> Any:
     """The tokenizer of a builtin model, local folder or Hub id, with a pad token."""
     from transformers import AutoTokenizer
@@ -207,7 +200,7 @@ def _load(name: str, auto_class: Any, *, allow_pickle: bool, trust_remote_code: 
         raise PoisonlabError(f"cannot load model '{name}': {_one_line(exc)}") from None
     if getattr(model.config, "pad_token_id", None) is None:
         model.config.pad_token_id = tokenizer.pad_token_id
-    return LoadedModel(model.eval(), tokenizer, kind or _model_kind(model.config), name)
+    return LoadedModel(model.eval(), tokenizer, kind or model_kind(model.config), name)
 
 
 def load_classifier(name: str, num_labels: int = 2, *, allow_pickle: bool = False,

@@ -32,7 +32,7 @@ def _weight_poisoning() -> StudyPipeline:
 
 
 def _repair() -> StudyPipeline:
-    from poisonlab.defenses.repair_pipeline import RepairCellConfig, run_repair_cell
+    from poisonlab.experiment.repair import RepairCellConfig, run_repair_cell
     from poisonlab.registry import validate_config
     return StudyPipeline(
         lambda raw: validate_config(RepairCellConfig, raw, where=f"cell '{raw.get('name')}'"),
@@ -42,7 +42,7 @@ def _repair() -> StudyPipeline:
 def _detection() -> StudyPipeline:
     """A detection defense on a victim (run folder or released model): poisonlab.defenses.
     The victim may be another study's cell, so its data and trigger are read when it runs."""
-    from poisonlab.defenses.evaluation import DetectionConfig, run_detection
+    from poisonlab.experiment.detection import DetectionConfig, run_detection
     from poisonlab.registry import validate_config
 
     def load(raw: dict[str, Any]) -> DetectionConfig:

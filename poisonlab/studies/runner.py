@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pydantic import Field
 from tqdm.auto import tqdm
 
-from poisonlab.config import StrictConfig, read_yaml, set_dotted
+from poisonlab.config import StrictConfig, deep_merge, read_yaml, set_dotted
 from poisonlab.errors import ConfigError, PoisonlabError
 from poisonlab.config import check_run_name
 from poisonlab.experiment.rundir import RunSlot, StaleRunError
@@ -41,16 +41,6 @@ class StudyConfig(StrictConfig):
     @property
     def folder(self) -> Path:
         return Path(self.output_dir) / self.name
-
-
-def deep_merge(base: dict[str, Any], fragment: dict[str, Any]) -> dict[str, Any]:
-    merged = copy.deepcopy(base)
-    for key, value in fragment.items():
-        if isinstance(value, dict) and isinstance(merged.get(key), dict) and "name" not in value:
-            merged[key] = deep_merge(merged[key], value)
-        else:
-            merged[key] = copy.deepcopy(value)
-    return merged
 
 
 def load_study(path: str | Path, overrides: list[str] = ()) -> StudyConfig:
@@ -147,6 +137,6 @@ def run_study(study: StudyConfig, *, force: bool = False, progress: bool = True,
             rows[cell.name] = {**json.loads(finished.read_text(encoding="utf-8")),
                                **cell.labels, "cell": cell.name}
     ordered = [rows[c.name] for c in all_cells if c.name in rows]
-    from poisonlab.studies.report import write_report
+    from poisonlab.report.study import write_report
     write_report(study, ordered)
     return ordered

@@ -19,16 +19,12 @@ from pydantic import Field
 
 from poisonlab.config import StrictConfig
 from poisonlab.models import LoadedModel
-from poisonlab.tuning._common import (freeze_all_but_head, layer_submodule, seeded,
-                                       transformer_layers)
+from poisonlab.models.architecture import (attention_output, ffn_block_output,
+                                           freeze_all_but_head, layer_submodule,
+                                           transformer_layers)
+from poisonlab.seeding import seeded
 from poisonlab.tuning.base import TUNING_STRATEGIES, TuningStrategy
 
-# Output projections of the sublayers, relative to one transformer block, per architecture family.
-FFN_OUTPUT = {"bert": "output.dense", "roberta": "output.dense", "llama": "mlp",
-              "mistral": "mlp", "qwen2": "mlp", "qwen3": "mlp"}
-ATTENTION_OUTPUT = {"bert": "attention.output.dense", "roberta": "attention.output.dense",
-                    "llama": "self_attn.o_proj", "mistral": "self_attn.o_proj",
-                    "qwen2": "self_attn.o_proj", "qwen3": "self_attn.o_proj"}
 ACTIVATIONS = {"relu": torch.nn.ReLU, "gelu": torch.nn.GELU, "tanh": torch.nn.Tanh}
 
 
@@ -75,11 +71,10 @@ class AdapterTuning(TuningStrategy):
         c = self.config
         model = loaded.model
         freeze_all_but_head(model)
-        model_type = model.config.get_text_config().model_type
-        targets = [("ffn_module", c.ffn_module or FFN_OUTPUT.get(model_type, ""))]
+        targets = [("ffn_module", c.ffn_module or ffn_block_output(model.config))]
         if c.attention:
             targets.append(("attention_module",
-                            c.attention_module or ATTENTION_OUTPUT.get(model_type, "")))
+                            c.attention_module or attention_output(model.config)))
         width = model.config.get_text_config().hidden_size
         dtype = next(model.parameters()).dtype
         with seeded(c.seed):

@@ -40,7 +40,7 @@ class TuningStrategy(ABC):
         model.load_state_dict(state, strict=False)
 
 
-TUNING_STRATEGIES: Registry[TuningStrategy] = Registry("tuning strategy")
+TUNING_STRATEGIES: Registry[TuningStrategy] = Registry("tuning strategy", "poisonlab.tuning")
 
 
 def count_parameters(model: torch.nn.Module) -> tuple[int, int]:

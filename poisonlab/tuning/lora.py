@@ -14,8 +14,8 @@ from pydantic import Field
 
 from poisonlab.config import StrictConfig
 from poisonlab.models import LoadedModel
-from poisonlab.tuning._common import peft_classifier
 from poisonlab.tuning.base import TUNING_STRATEGIES, TuningStrategy
+from poisonlab.tuning.peft_wrap import peft_classifier
 
 
 class LoraConfig(StrictConfig):

@@ -23,7 +23,8 @@ from pydantic import Field
 
 from poisonlab.config import StrictConfig
 from poisonlab.models import LoadedModel
-from poisonlab.tuning._common import freeze_all_but_head, seeded
+from poisonlab.models.architecture import attention_modules, freeze_all_but_head
+from poisonlab.seeding import seeded
 from poisonlab.tuning.base import TUNING_STRATEGIES, TuningStrategy
 
 ATTENTION_NAME = "poisonlab_prefix"
@@ -130,7 +131,7 @@ class PrefixTuning(TuningStrategy):
         c = self.config
         model = loaded.model
         freeze_all_but_head(model)
-        attention = _attention_modules(model)
+        attention = attention_modules(model)
         text = model.config.get_text_config()
         heads = text.num_attention_heads
         head_dim = getattr(text, "head_dim", None) or text.hidden_size // heads
@@ -141,13 +142,3 @@ class PrefixTuning(TuningStrategy):
         _register_attention()
         model.set_attn_implementation(ATTENTION_NAME)
         return PrefixTunedModel(model, prefix, attention)
-
-
-def _attention_modules(model: torch.nn.Module) -> list[torch.nn.Module]:
-    """The self-attention modules that call the attention interface, in layer order."""
-    found = [m for m in model.modules()
-             if hasattr(m, "layer_idx") and hasattr(m, "is_causal") and hasattr(m, "scaling")]
-    if len(found) != model.config.get_text_config().num_hidden_layers:
-        raise ValueError(f"prefix tuning found {len(found)} attention modules in "
-                         f"{type(model).__name__}, expected one per layer")
-    return sorted(found, key=lambda m: m.layer_idx)

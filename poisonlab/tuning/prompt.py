@@ -18,7 +18,8 @@ from pydantic import Field
 
 from poisonlab.config import StrictConfig
 from poisonlab.models import LoadedModel
-from poisonlab.tuning._common import freeze_all_but_head, seeded
+from poisonlab.models.architecture import freeze_all_but_head, input_embeddings, is_causal
+from poisonlab.seeding import seeded
 from poisonlab.tuning.base import TUNING_STRATEGIES, TuningStrategy
 
 
@@ -49,7 +50,7 @@ class PromptedClassifier(torch.nn.Module):
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
         prompts = self.prompt_encoder(self.prompt_indices.expand(batch, -1))
-        embeds = self.base.get_input_embeddings()(input_ids)
+        embeds = input_embeddings(self.base)(input_ids)
         embeds = torch.cat([prompts.to(embeds.dtype), embeds], dim=1)
         mask = torch.cat([attention_mask.new_ones(batch, virtual), attention_mask], dim=1)
         if token_type_ids is not None:
@@ -96,7 +97,7 @@ class PromptTuning(TuningStrategy):
         c = self.config
         model = loaded.model
         freeze_all_but_head(model)
-        word_embeddings = model.get_input_embeddings()
+        word_embeddings = input_embeddings(model)
         peft_config = PromptTuningConfig(
             num_virtual_tokens=c.num_virtual_tokens, token_dim=word_embeddings.embedding_dim,
             num_transformer_submodules=1,
@@ -105,4 +106,4 @@ class PromptTuning(TuningStrategy):
         with seeded(c.seed):
             encoder = PromptEmbedding(peft_config, word_embeddings)
         return PromptedClassifier(model, encoder, c.num_virtual_tokens,
-                                  causal=loaded.kind == "causal")
+                                  causal=is_causal(model.config))

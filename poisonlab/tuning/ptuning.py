@@ -15,7 +15,8 @@ from pydantic import Field
 
 from poisonlab.config import StrictConfig
 from poisonlab.models import LoadedModel
-from poisonlab.tuning._common import freeze_all_but_head, seeded
+from poisonlab.models.architecture import freeze_all_but_head, input_embeddings, is_causal
+from poisonlab.seeding import seeded
 from poisonlab.tuning.base import TUNING_STRATEGIES, TuningStrategy
 from poisonlab.tuning.prompt import PromptedClassifier
 
@@ -42,7 +43,7 @@ class PTuning(TuningStrategy):
         c = self.config
         model = loaded.model
         freeze_all_but_head(model)
-        token_dim = model.get_input_embeddings().embedding_dim
+        token_dim = input_embeddings(model).embedding_dim
         peft_config = PromptEncoderConfig(
             num_virtual_tokens=c.num_virtual_tokens, token_dim=token_dim,
             num_transformer_submodules=1, encoder_reparameterization_type=c.encoder.upper(),
@@ -51,4 +52,4 @@ class PTuning(TuningStrategy):
         with seeded(c.seed):
             encoder = PromptEncoder(peft_config)
         return PromptedClassifier(model, encoder, c.num_virtual_tokens,
-                                  causal=loaded.kind == "causal")
+                                  causal=is_causal(model.config))

@@ -70,10 +70,4 @@ class ICLAttack(ABC):
         return [self.poison_one(d) if i in chosen else d for i, d in enumerate(demonstrations)]
 
 
-ICL_ATTACKS: Registry[ICLAttack] = Registry("in-context attack")
-
-
-def load_icl_attacks() -> None:
-    """Import the attack modules so their registrations run (the project's one discovery path)."""
-    from poisonlab.attacks import load_all
-    load_all()
+ICL_ATTACKS: Registry[ICLAttack] = Registry("in-context attack", "poisonlab.attacks")

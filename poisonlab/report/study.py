@@ -1,4 +1,6 @@
-"""A study's report: table.md, table.csv and plot.png in the study folder, read from cell metrics."""
+"""A study's report: table.md, table.csv and plot.png in the study folder, from the rows of its
+finished cells (`study` is a poisonlab.studies.StudyConfig: name, description, axes, columns,
+folder)."""
 
 from __future__ import annotations
 
@@ -6,12 +8,11 @@ from typing import Any
 
 from poisonlab.io import atomic_write, write_text
 from poisonlab.report.tables import csv_table, markdown_table
-from poisonlab.studies.runner import StudyConfig
 
 PERCENT_HINTS = ("accuracy", "rate", "asr", "auroc", "frr", "far")
 
 
-def write_report(study: StudyConfig, rows: list[dict[str, Any]]) -> None:
+def write_report(study: Any, rows: list[dict[str, Any]]) -> None:
     axes = list(study.axes)
     columns = axes + study.columns
     percent = [c for c in study.columns if any(h in c.lower() for h in PERCENT_HINTS)]
@@ -25,7 +26,7 @@ def write_report(study: StudyConfig, rows: list[dict[str, Any]]) -> None:
         plot_asr_bars(study, rows)
 
 
-def plot_asr_bars(study: StudyConfig, rows: list[dict[str, Any]]) -> None:
+def plot_asr_bars(study: Any, rows: list[dict[str, Any]]) -> None:
     """Grouped bars of ASR per value of the first axis, one bar per value of the other axes;
     CA as black markers on the same bars."""
     import matplotlib

@@ -7,13 +7,14 @@ from __future__ import annotations
 
 import argparse
 
-from poisonlab.cli_options import add_trust_options, trust_options
+from poisonlab.commands.options import add_trust_options, trust_options
 from poisonlab.config import read_yaml, set_dotted
 
 
 def _defend(args: argparse.Namespace) -> int:
-    from poisonlab.defenses.evaluation import DetectionConfig, run_detection
+    from poisonlab.experiment.detection import DetectionConfig, run_detection
     from poisonlab.registry import validate_config
+    from poisonlab.report.detection import histogram_grid_of
     from poisonlab.report.tables import markdown_table
     raw = read_yaml(args.config) if args.config else {}
     raw["victim"] = args.victim
@@ -32,23 +33,27 @@ def _defend(args: argparse.Namespace) -> int:
                "clean_accuracy", "attack_success_rate", "false_rejection_rate",
                "false_acceptance_rate", "auroc"]
     print(markdown_table([metrics], columns, percent=columns[1:]))
-    print(f"threshold {metrics['threshold']:.4g}; result folder: {config.result_dir}")
+    histogram_grid_of([config.result_dir], config.result_dir / "histogram.png")
+    print(f"threshold {metrics['threshold']:.4g}; result folder: {config.result_dir} "
+          "(scores.jsonl, histogram.png)")
     return 0
 
 
 def _histograms(args: argparse.Namespace) -> int:
-    from poisonlab.defenses.evaluation import histogram_grid_of
+    from poisonlab.report.detection import histogram_grid_of
     histogram_grid_of(args.result_dirs, args.output)
     print(f"wrote {args.output}")
     return 0
 
 
 def _table(args: argparse.Namespace) -> int:
-    from poisonlab.defenses.evaluation import write_detection_table
+    from poisonlab.commands.study import resolve_study_path
+    from poisonlab.report.detection import write_detection_table
     from poisonlab.studies import load_study
-    from poisonlab.studies.cli import resolve_study_path
+    from poisonlab.studies.runner import validate_cells
     study = load_study(resolve_study_path(args.study))
-    path = write_detection_table(study, args.output_dir or study.folder)
+    cells = [(cell.labels, cell.folder) for cell in validate_cells(study)]
+    path = write_detection_table(study, cells, args.output_dir or study.folder)
     print(path.read_text(encoding="utf-8"))
     return 0
 

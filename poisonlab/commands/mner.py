@@ -9,15 +9,15 @@ import argparse
 import json
 from pathlib import Path
 
-from poisonlab.cli_options import add_trust_options, trust_options
+from poisonlab.commands.options import add_trust_options, trust_options
 from poisonlab.errors import ConfigError, DataError
 
 
 def _train(args: argparse.Namespace) -> int:
     from poisonlab.mner.config import load_config
-    from poisonlab.mner.train import run_training
+    from poisonlab.experiment.mner import run_training
     config = load_config(args.config, args.set or [])
-    out = Path(args.out or Path("runs/mner") / Path(args.config).stem)
+    out = Path(args.output_dir) / (args.name or Path(args.config).stem)
     metrics = run_training(config, out, tuple(args.eval_splits), force=args.force,
                            **trust_options(args))
     print(json.dumps({split: metrics[split] for split in args.eval_splits}, indent=1))
@@ -26,7 +26,7 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _eval(args: argparse.Namespace) -> int:
-    from poisonlab.mner.train import run_eval
+    from poisonlab.experiment.mner import run_eval
     metrics = run_eval(args.run, args.split, threshold=args.threshold, **trust_options(args))
     print(json.dumps(metrics, indent=1))
     return 0
@@ -69,7 +69,7 @@ def _synth(args: argparse.Namespace) -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
-    from poisonlab.mner.report import ablation_table, per_type_table
+    from poisonlab.report.mner import ablation_table, per_type_table
     if len(args.runs) == 1 and "=" not in args.runs[0]:
         print(per_type_table(args.runs[0], args.split))
         return 0
@@ -87,7 +87,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
     train = commands.add_parser("train", help="train, evaluate, write a run folder")
     train.add_argument("config", help="YAML config (see configs/mner/)")
-    train.add_argument("--out", help="run folder (default runs/mner/<config name>)")
+    train.add_argument("--output-dir", default="runs/mner", help="where run folders go "
+                                                                  "(default runs/mner)")
+    train.add_argument("--name", help="run folder name (default: the config file's name)")
     train.add_argument("--set", action="append", metavar="KEY=VALUE",
                        help="override a config value, e.g. --set train.epochs=1 (repeatable)")
     train.add_argument("--eval-splits", nargs="+", default=["test"], choices=["valid", "test"])

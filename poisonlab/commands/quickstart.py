@@ -6,6 +6,8 @@ swaps in the random tiny-bert for a few-second smoke run."""
 
 from __future__ import annotations
 
+import argparse
+
 from poisonlab.experiment import load_run_config, run_experiment
 from poisonlab.report.tables import markdown_table
 
@@ -43,3 +45,17 @@ def quickstart(*, tiny: bool = False, output_dir: str = "runs/quickstart",
     if tiny:
         print("tiny-bert is a random 2-layer model: these numbers only show the pipeline runs.")
     return rows
+
+
+def _quickstart(args: argparse.Namespace) -> int:
+    quickstart(tiny=args.tiny, output_dir=args.output_dir or "runs/quickstart", force=args.force)
+    return 0
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    quick = subparsers.add_parser(
+        "quickstart", help="BadNet + LoRA on minilm / movie-snippets, clean vs poisoned")
+    quick.add_argument("--tiny", action="store_true", help="tiny-bert, a few seconds")
+    quick.add_argument("--output-dir", help="default runs/quickstart")
+    quick.add_argument("--force", action="store_true", help="rerun finished runs")
+    quick.set_defaults(func=_quickstart)

@@ -3,7 +3,7 @@ defender's clean data, evaluate CA and ASR with the suspect's trigger, write a r
 
 The suspect is an ordinary data-poisoning run (`victim`, any run config: that is the proxy
 weight-poisoning recipe, full fine-tuning on a poisoned corpus) kept under `victims_dir`, so every
-repair of a study reuses one training per trigger. Evaluation uses `experiment.pipeline.evaluate`,
+repair of a study reuses one training per trigger. Evaluation uses `experiment.measure.evaluate`,
 the code every victim is measured with."""
 
 from __future__ import annotations
@@ -14,18 +14,20 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, model_validator
 
-from poisonlab.config import RunName, StrictConfig
+from poisonlab.config import RunName, StrictConfig, deep_merge
 from poisonlab.data import DataConfig, load_dataset
 from poisonlab.experiment import load_run_config, run_experiment
-from poisonlab.experiment.config import ComponentSpec, RunConfig, component, derive_seeds
-from poisonlab.experiment.pipeline import EvaluationSets, build_attack, evaluate
+from poisonlab.defenses.repair_base import REPAIRS
+from poisonlab.experiment.config import RunConfig, derive_seeds
+from poisonlab.experiment.measure import EvaluationSets, evaluate
+from poisonlab.experiment.pipeline import build_attack
 from poisonlab.experiment.restore import restore_run, trained_run_config
 from poisonlab.experiment.rundir import RunSlot
 from poisonlab.metrics import flip_rate
 from poisonlab.models import LoadedModel
-from poisonlab.registry import validate_config
+from poisonlab.registry import component_field, validate_config
 
 
 class EvaluationConfig(StrictConfig):
@@ -49,17 +51,29 @@ class RepairCellConfig(StrictConfig):
     defender_data: DataConfig = Field(description="train split: the defender's clean data; "
                                                   "test split: evaluation")
     evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
-    repair: ComponentSpec | None = Field(None, description="repair defense; null: the suspect")
+    repair: component_field(REPAIRS) | None = Field(
+        None, description="repair defense; null: the suspect (its params are merged over "
+                          "repair_defaults and repair_extra)")
     repair_defaults: dict[str, Any] = Field(
         default_factory=dict, description="params given to every repair (e.g. tuning, training)")
     repair_extra: dict[str, dict[str, Any]] = Field(
         default_factory=dict, description="repair name -> params added when that repair runs")
     save_weights: bool = True
 
-    @field_validator("repair", mode="before")
+    @model_validator(mode="before")
     @classmethod
-    def _repair(cls, value: Any) -> Any:
-        return component(value, "repair")
+    def _merge_repair(cls, values: Any) -> Any:
+        """The repair that runs: repair_defaults, then repair_extra[<name>], then its own
+        params (so the recorded config says exactly what ran)."""
+        if not isinstance(values, dict) or values.get("repair") is None:
+            return values
+        spec = values["repair"]
+        spec = {"name": spec} if isinstance(spec, str) else spec
+        if isinstance(spec, dict) and "name" in spec:
+            merged = deep_merge(values.get("repair_defaults") or {},
+                                (values.get("repair_extra") or {}).get(spec["name"], {}))
+            values = {**values, "repair": deep_merge(merged, spec)}
+        return values
 
     @model_validator(mode="after")
     def _one_suspect(self) -> "RepairCellConfig":
@@ -80,25 +94,11 @@ class RepairCellConfig(StrictConfig):
         raw.setdefault("seed", self.seed)
         return load_run_config(base=raw)
 
-    def repair_params(self) -> dict[str, Any]:
-        assert self.repair is not None
-        from poisonlab.studies.runner import deep_merge
-        params = deep_merge(self.repair_defaults, self.repair_extra.get(self.repair.name, {}))
-        return deep_merge(params, self.repair.params)
-
     def resolved(self) -> dict[str, Any]:
-        """The cell with the repair's defaults filled in (validates the repair's fields)."""
-        from poisonlab.defenses import load_all
-        from poisonlab.defenses.repair_base import REPAIRS
-        load_all()
-        data = self.model_dump(mode="json")
-        if self.repair is not None:
-            values = REPAIRS.make_config(self.repair.name, self.repair_params(),
-                                         where=f"repair '{self.repair.name}'")
-            data["repair"] = {"name": self.repair.name, **values.model_dump(mode="json")}
+        """The cell with every default filled in (validates the suspect's run config too)."""
         if self.suspect is None:
-            self.victim_config()  # validates the suspect's run config
-        return data
+            self.victim_config()
+        return self.model_dump(mode="json")
 
     @property
     def run_dir(self) -> Path:
@@ -137,15 +137,13 @@ def _flip_rate(sets: EvaluationSets, predictions: dict[str, np.ndarray]) -> floa
 def run_repair_cell(raw: dict[str, Any] | RepairCellConfig, *, force: bool = False,
                     progress: bool = False, allow_pickle: bool = False,
                     trust_remote_code: bool = False) -> dict[str, Any]:
-    from poisonlab.defenses.repair_base import REPAIRS
     cell = raw if isinstance(raw, RepairCellConfig) else validate_config(
         RepairCellConfig, raw, where=f"cell '{raw.get('name')}'")
     slot = RunSlot(cell.run_dir, cell.resolved(), kind="repair", seed=cell.seed)
     reused = slot.reusable(force)
     if reused is not None:
         return reused
-    repair = (REPAIRS.build(cell.repair.name, cell.repair_params(),
-                            where=f"repair '{cell.repair.name}'") if cell.repair else None)
+    repair = cell.repair.build() if cell.repair else None
     victim_config = cell.victim_config()
     dataset = load_dataset(cell.defender_data)
     attack = build_attack(victim_config, dataset)

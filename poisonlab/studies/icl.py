@@ -5,15 +5,18 @@ are shared across cells (the clean context is scored once)."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any, Iterator, Literal
 
 from pydantic import Field
 
-from poisonlab.config import StrictConfig, read_yaml
-from poisonlab.icl.run import AttackSpec, DemonstrationConfig, ICLExperiment, ICLRunConfig
+from poisonlab.attacks.icl_base import ICL_ATTACKS
+from poisonlab.config import StrictConfig, load_config
+from poisonlab.experiment.icl import DemonstrationConfig, ICLExperiment, ICLRunConfig
 from poisonlab.models import load_causal_lm
-from poisonlab.registry import validate_config
+from poisonlab.registry import ComponentSpec
+from poisonlab.report.icl import MEASURES, VARIANTS
 
 Position = Literal["start", "middle", "end"]
 
@@ -36,7 +39,7 @@ class StudyDataset(StrictConfig):
         return Path(self.dataset).name
 
 
-class StudyConfig(StrictConfig):
+class ICLStudyConfig(StrictConfig):
     model: str = "smollm2-135m"
     datasets: list[StudyDataset] = Field(min_length=1)
     trigger: str = "I watched this 3D movie."
@@ -59,21 +62,24 @@ class StudyConfig(StrictConfig):
         return Path(self.results_dir) if self.results_dir else Path(self.output_dir) / "report"
 
 
-def load_study_config(path: str | Path) -> StudyConfig:
-    return validate_config(StudyConfig, read_yaml(path), where=str(path))
+def load_study_config(path: str | Path) -> ICLStudyConfig:
+    return load_config(ICLStudyConfig, path)
 
 
-def study_cells(study: StudyConfig, entry: StudyDataset) -> Iterator[tuple[str, AttackSpec]]:
+def study_cells(study: ICLStudyConfig, entry: StudyDataset
+                ) -> Iterator[tuple[str, ComponentSpec]]:
     """(cell name, attack) pairs; the reference cells come first so an early stop still has them."""
-    def demo(count: int, position: str) -> tuple[str, AttackSpec]:
-        return f"demonstration-k{count}-{position}", AttackSpec(name="icl-demonstration", config={
-            "target_label": entry.target_label, "poisoned_demonstrations": count,
-            "trigger": study.trigger, "trigger_position": position, "seed": study.seed})
+    def demo(count: int, position: str) -> tuple[str, ComponentSpec]:
+        return f"demonstration-k{count}-{position}", ICL_ATTACKS.spec({
+            "name": "icl-demonstration", "target_label": entry.target_label,
+            "poisoned_demonstrations": count, "trigger": study.trigger,
+            "trigger_position": position, "seed": study.seed})
 
-    def prompt(count: int) -> tuple[str, AttackSpec]:
-        return f"prompt-k{count}", AttackSpec(name="icl-prompt", config={
-            "target_label": entry.target_label, "poisoned_demonstrations": count,
-            "trigger_template": entry.trigger_template, "seed": study.seed})
+    def prompt(count: int) -> tuple[str, ComponentSpec]:
+        return f"prompt-k{count}", ICL_ATTACKS.spec({
+            "name": "icl-prompt", "target_label": entry.target_label,
+            "poisoned_demonstrations": count, "trigger_template": entry.trigger_template,
+            "seed": study.seed})
 
     cells = [demo(study.reference_count, "end"), prompt(max(study.prompt_counts))]
     if entry.ablation:
@@ -83,7 +89,7 @@ def study_cells(study: StudyConfig, entry: StudyDataset) -> Iterator[tuple[str, 
     yield from dict(cells).items()
 
 
-def run_config(study: StudyConfig, entry: StudyDataset) -> ICLRunConfig:
+def run_config(study: ICLStudyConfig, entry: StudyDataset) -> ICLRunConfig:
     return ICLRunConfig(model=study.model, dataset=entry.dataset, test_size=entry.test_size,
                         template=entry.template, label_words=entry.label_words,
                         demonstrations=DemonstrationConfig(shots_per_class=entry.shots_per_class),
@@ -91,7 +97,7 @@ def run_config(study: StudyConfig, entry: StudyDataset) -> ICLRunConfig:
                         output_dir=study.output_dir)
 
 
-def run_study(study: StudyConfig, log: Any = print, *, allow_pickle: bool = False,
+def run_study(study: ICLStudyConfig, log: Any = print, *, allow_pickle: bool = False,
               trust_remote_code: bool = False) -> list[Path]:
     """Run every cell not yet finished; return the run folders."""
     loaded = load_causal_lm(study.model, seed=study.seed, allow_pickle=allow_pickle,
@@ -109,3 +115,23 @@ def run_study(study: StudyConfig, log: Any = print, *, allow_pickle: bool = Fals
                 f"shift {raw['margin_shift']:+.2f}")
             folders.append(folder)
     return folders
+
+
+def study_rows(study: ICLStudyConfig) -> list[dict[str, Any]]:
+    """One flat row per finished cell, in the study's order."""
+    rows = []
+    for entry in study.datasets:
+        for cell, attack in study_cells(study, entry):
+            path = Path(study.output_dir) / entry.folder / cell / "metrics.json"
+            if not path.exists():
+                continue
+            metrics = json.loads(path.read_text(encoding="utf-8"))
+            row = {"dataset": entry.folder, "cell": cell, "attack": attack.name,
+                   "poisoned": metrics["counts"]["poisoned_demonstrations"],
+                   "position": getattr(attack.config, "trigger_position", "-"),
+                   "n_test": metrics["counts"]["test"],
+                   "n_non_target": metrics["counts"]["non_target"]}
+            for v in VARIANTS:
+                row.update({f"{m}_{v}": metrics[v][m] for m in MEASURES})
+            rows.append(row)
+    return rows

@@ -6,13 +6,13 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from poisonlab.cli_options import add_trust_options, trust_options
+from poisonlab.commands.options import add_trust_options, trust_options
 from poisonlab.config import set_dotted
 from poisonlab.errors import ConfigError
 
 
 def _repair(args: argparse.Namespace) -> int:
-    from poisonlab.defenses.repair_pipeline import RepairCellConfig, run_repair_cell
+    from poisonlab.experiment.repair import RepairCellConfig, run_repair_cell
     from poisonlab.registry import validate_config
     from poisonlab.report.tables import markdown_table
     suspect = Path(args.suspect)

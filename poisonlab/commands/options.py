@@ -1,9 +1,41 @@
-"""Options shared by every config-driven subcommand (run, victim, study, ...), defined once."""
+"""Options shared by the subcommands, defined once: the global ones (`--data-dir`, `--threads`,
+accepted before or after the subcommand), the config ones (`--set`, `--output-dir`, `--force`,
+`--quiet`) and the trust flags."""
 
 from __future__ import annotations
 
 import argparse
 from typing import Any
+
+
+DATA_DIR_HELP = "research data directory (default $POISONLAB_DATA_DIR)"
+THREADS_HELP = "torch CPU threads (default: torch's choice)"
+
+
+def add_global_options(parser: argparse.ArgumentParser, default: Any = None) -> None:
+    parser.add_argument("--data-dir", default=default, help=DATA_DIR_HELP)
+    parser.add_argument("--threads", type=int, default=default, help=THREADS_HELP)
+
+
+def add_global_options_to_subcommands(parser: argparse.ArgumentParser) -> None:
+    """Let the global options follow the subcommand too (`poisonlab run cfg.yaml --data-dir D`),
+    as error messages that say "pass --data-dir" suggest. Added to every (nested) subparser; the
+    default there is SUPPRESS so a value given before the subcommand stays when absent after."""
+    for action in parser._actions:
+        if not isinstance(action, argparse._SubParsersAction):
+            continue
+        for subparser in {id(p): p for p in action.choices.values()}.values():
+            if "--data-dir" not in subparser._option_string_actions:
+                add_global_options(subparser, default=argparse.SUPPRESS)
+            add_global_options_to_subcommands(subparser)
+
+
+def apply_global_options(args: argparse.Namespace) -> None:
+    from poisonlab.settings import set_data_dir
+    set_data_dir(args.data_dir)
+    if args.threads:
+        import torch
+        torch.set_num_threads(args.threads)
 
 
 def add_config_options(parser: argparse.ArgumentParser, *, set_example: str,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from poisonlab.cli_options import add_config_options, add_trust_options, trust_options
+from poisonlab.commands.options import add_config_options, add_trust_options, trust_options
 from poisonlab.errors import ConfigError
 
 

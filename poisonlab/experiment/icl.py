@@ -6,25 +6,25 @@ from __future__ import annotations
 
 import random
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal, Sequence
 
 import torch
-from pydantic import Field, model_validator
+from pydantic import BeforeValidator, Field, model_validator
 
-from poisonlab.config import StrictConfig, read_yaml, set_dotted
-from poisonlab.data.example import Example
+from poisonlab.attacks.icl_base import ICL_ATTACKS, ICLAttack
+from poisonlab.config import StrictConfig, load_config
+from poisonlab.data import Example, load_dataset
 from poisonlab.errors import ConfigError
+from poisonlab.experiment.config import derive_seeds
 from poisonlab.experiment.rundir import RunSlot
-from poisonlab.icl.attack_base import ICL_ATTACKS, ICLAttack, load_icl_attacks
 from poisonlab.icl.calibration import DEFAULT_CONTENT_FREE
-from poisonlab.icl.data import load_icl_dataset
 from poisonlab.icl.demonstrations import Demonstration, as_demonstrations, sample_balanced
 from poisonlab.icl.evaluate import ICLEvaluation, ICLEvaluator
 from poisonlab.icl.scoring import LabelScorer
 from poisonlab.icl.template import PromptTemplate
 from poisonlab.icl.verbalizer import ScoringMode, Verbalizer
 from poisonlab.models import LoadedModel, load_causal_lm
-from poisonlab.registry import validate_config
+from poisonlab.registry import ComponentSpec, component_field
 
 
 class FixedDemonstration(StrictConfig):
@@ -39,9 +39,12 @@ class DemonstrationConfig(StrictConfig):
         None, description="use exactly these demonstrations, in this order (no sampling)")
 
 
-class AttackSpec(StrictConfig):
-    name: str = Field("icl-demonstration", description="a registered in-context attack")
-    config: dict[str, Any] = Field(default_factory=dict, description="that attack's fields")
+def _flat_attack(value: Any) -> Any:
+    """Accept the older `{name, config: {...}}` layout of an attack as `{name, ...}`."""
+    if isinstance(value, dict) and isinstance(value.get("config"), dict):
+        rest = {k: v for k, v in value.items() if k != "config"}
+        return {"name": "icl-demonstration", **value["config"], **rest}
+    return value
 
 
 class ICLRunConfig(StrictConfig):
@@ -58,7 +61,9 @@ class ICLRunConfig(StrictConfig):
     content_free_inputs: list[str] = Field(list(DEFAULT_CONTENT_FREE),
                                            description="inputs for contextual calibration")
     demonstrations: DemonstrationConfig = Field(default_factory=DemonstrationConfig)
-    attack: AttackSpec = Field(default_factory=AttackSpec)
+    attack: Annotated[component_field(ICL_ATTACKS), BeforeValidator(_flat_attack)] = Field(
+        default_factory=lambda: ICL_ATTACKS.spec("icl-demonstration"),
+        description="in-context attack: {name: icl-demonstration, <field>: <value>, ...}")
     batch_size: int = Field(16, ge=1, description="queries per forward pass")
     dtype: Literal["float32", "bfloat16"] = Field(
         "float32", description="model weights; bfloat16 is about 2x faster on CPUs with AVX512-BF16")
@@ -68,23 +73,12 @@ class ICLRunConfig(StrictConfig):
     @model_validator(mode="after")
     def _derive_attack_seed(self) -> "ICLRunConfig":
         """The run's seed also picks the poisoned demonstrations unless the attack sets its own."""
-        load_icl_attacks()
-        fields = ICL_ATTACKS.entry(self.attack.name).config_class.model_fields
-        if "seed" in fields and "seed" not in self.attack.config:
-            self.attack.config = {**self.attack.config, "seed": self.seed}
+        derive_seeds(self.seed, [self.attack])
         return self
 
 
-def load_icl_config(path: str | Path, overrides: list[str] = ()) -> ICLRunConfig:
-    values = read_yaml(path)
-    for assignment in overrides:
-        set_dotted(values, assignment)
-    return validate_config(ICLRunConfig, values, where=str(path))
-
-
-def build_icl_attack(spec: AttackSpec) -> ICLAttack:
-    load_icl_attacks()
-    return ICL_ATTACKS.build(spec.name, spec.config, where=f"attack '{spec.name}'")
+def load_icl_config(path: str | Path, overrides: Sequence[str] = ()) -> ICLRunConfig:
+    return load_config(ICLRunConfig, path, overrides)
 
 
 class ICLExperiment:
@@ -100,7 +94,7 @@ class ICLExperiment:
         cfg = self.config
         template = PromptTemplate(cfg.template)
         verbalizer = Verbalizer.from_lists(cfg.label_words)
-        dataset = load_icl_dataset(cfg.dataset)
+        dataset = load_dataset(cfg.dataset)
         if dataset.num_labels != verbalizer.num_labels:
             raise ConfigError(f"label_words: {verbalizer.num_labels} classes given, data set "
                               f"'{cfg.dataset}' has {dataset.num_labels} ({dataset.label_names})")
@@ -133,20 +127,20 @@ class ICLExperiment:
         keep = sorted(random.Random(self.config.seed + 1).sample(range(len(test)), size))
         return [test[i] for i in keep]
 
-    def evaluate(self, attack: AttackSpec | ICLAttack) -> ICLEvaluation:
+    def evaluate(self, attack: ComponentSpec | ICLAttack) -> ICLEvaluation:
         if not hasattr(self, "evaluator_"):
             self.prepare()
-        if isinstance(attack, AttackSpec):
-            attack = build_icl_attack(attack)
+        if isinstance(attack, ComponentSpec):
+            attack = attack.build()
         return self.evaluator_.evaluate(self.demonstrations_, self.test_, attack)
 
-    def run(self, run_dir: str | Path, attack: AttackSpec | None = None,
+    def run(self, run_dir: str | Path, attack: ComponentSpec | None = None,
             force: bool = False) -> dict[str, Any]:
         """Evaluate `attack` (default: the config's) into `run_dir` under the run protocol (a
         finished folder of the same config is reused). The attack is checked against the data
         and demonstrations before the folder is created."""
         spec = attack or self.config.attack
-        built = build_icl_attack(spec)
+        built = spec.build()
         resolved = self.config.model_copy(update={"attack": spec}).model_dump(mode="json")
         slot = RunSlot(run_dir, resolved, kind="icl", seed=self.config.seed)
         reused = slot.reusable(force)

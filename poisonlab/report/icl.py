@@ -2,38 +2,16 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 from poisonlab.errors import ConfigError
-from poisonlab.icl.study import StudyConfig, study_cells
 from poisonlab.io import atomic_write, write_text
 from poisonlab.report.tables import csv_table, markdown_table
 
 MEASURES = ("ca_clean", "ca_attacked", "asr_baseline", "asr_attacked", "asr_lift",
             "flip_rate_baseline", "flip_rate_attacked", "margin_shift")
 VARIANTS = ("raw", "calibrated")
-
-
-def study_rows(study: StudyConfig) -> list[dict[str, Any]]:
-    """One flat row per finished cell, in the study's order."""
-    rows = []
-    for entry in study.datasets:
-        for cell, attack in study_cells(study, entry):
-            path = Path(study.output_dir) / entry.folder / cell / "metrics.json"
-            if not path.exists():
-                continue
-            metrics = json.loads(path.read_text(encoding="utf-8"))
-            row = {"dataset": entry.folder, "cell": cell, "attack": attack.name,
-                   "poisoned": metrics["counts"]["poisoned_demonstrations"],
-                   "position": attack.config.get("trigger_position", "-"),
-                   "n_test": metrics["counts"]["test"],
-                   "n_non_target": metrics["counts"]["non_target"]}
-            for v in VARIANTS:
-                row.update({f"{m}_{v}": metrics[v][m] for m in MEASURES})
-            rows.append(row)
-    return rows
 
 
 def _pair(row: dict[str, Any], measure: str, percent: bool = True) -> str:
@@ -45,7 +23,7 @@ def _pair(row: dict[str, Any], measure: str, percent: bool = True) -> str:
     return f"{show(row[f'{measure}_raw'])} / {show(row[f'{measure}_calibrated'])}"
 
 
-def headline_table(rows: list[dict[str, Any]], study: StudyConfig) -> str:
+def headline_table(rows: list[dict[str, Any]], study: Any) -> str:
     """The reference cells (demonstration attack at reference_count, end; prompt attack at its
     largest count), each value as raw / calibrated."""
     reference = {f"demonstration-k{study.reference_count}-end", f"prompt-k{max(study.prompt_counts)}"}
@@ -78,7 +56,7 @@ def ablation_table(rows: list[dict[str, Any]]) -> str:
     return markdown_table(shown, columns)
 
 
-def plot(rows: list[dict[str, Any]], study: StudyConfig, path: Path) -> None:
+def plot(rows: list[dict[str, Any]], study: Any, path: Path) -> None:
     """Per data set: attacked ASR (solid) and baseline ASR (dashed) against the number of
     poisoned demonstrations, raw and calibrated; below, the margin shift (the same raw and
     calibrated)."""
@@ -116,10 +94,11 @@ def plot(rows: list[dict[str, Any]], study: StudyConfig, path: Path) -> None:
     plt.close(fig)
 
 
-def write_study_report(study: StudyConfig, output_dir: str | Path | None = None) -> list[Path]:
-    """Table, CSV and plot of the finished cells, in `output_dir` (default: the study's report
-    folder); a study with no finished cell is an error, so no table is replaced by an empty one."""
-    rows = study_rows(study)
+def write_study_report(study: Any, rows: list[dict[str, Any]],
+                       output_dir: str | Path | None = None) -> list[Path]:
+    """Table, CSV and plot of the finished cells' rows (poisonlab.studies.icl.study_rows), in
+    `output_dir` (default: the study's report folder); a study with no finished cell is an
+    error, so no table is replaced by an empty one."""
     if not rows:
         raise ConfigError(f"study has no finished cells in {study.output_dir}; run "
                           "`poisonlab icl study` first")

@@ -5,24 +5,24 @@ from __future__ import annotations
 
 import argparse
 
-from poisonlab.cli_options import (add_config_options, add_trust_options, config_overrides,
+from poisonlab.commands.options import (add_config_options, add_trust_options, config_overrides,
                                    print_run_summary, trust_options)
 from poisonlab.config import read_yaml, set_dotted
 from poisonlab.errors import ConfigError
 
 
 def _poison_weights(args: argparse.Namespace) -> int:
-    from poisonlab.attacks.weight_base import build_weight_attack
+    from poisonlab.attacks.weight_base import WEIGHT_ATTACKS
+    from poisonlab.experiment.release import release as release_weights
     raw = read_yaml(args.config)
     for assignment in args.set or []:
         set_dotted(raw, assignment)
     if "name" not in raw:
         raise ConfigError(f"{args.config}: field 'name': the weight-poisoning attack to run "
-                          "(proxy, embedding, layerwise)")
-    attack_name = raw.pop("name")
-    attack = build_weight_attack(attack_name, raw, where=str(args.config))
-    release = attack.release(args.output_dir, force=args.force, progress=not args.quiet,
-                             **trust_options(args))
+                          f"({', '.join(WEIGHT_ATTACKS.names())})")
+    attack = WEIGHT_ATTACKS.spec(raw).build()
+    release = release_weights(attack, args.output_dir, force=args.force, progress=not args.quiet,
+                              **trust_options(args))
     metrics = release.record["proxy_test_metrics"]
     print(f"released: {release.folder}")
     print(f"proxy test: CA {100 * metrics['clean_accuracy']:.1f}%  "
@@ -41,7 +41,7 @@ def _victim(args: argparse.Namespace) -> int:
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     poison = subparsers.add_parser(
-        "poison-weights", help="release a weight-poisoned model (proxy, embedding, layerwise)")
+        "poison-weights", help="release a weight-poisoned model (see `poisonlab list`)")
     poison.add_argument("config", help="YAML: {name: <attack>, base_model, trigger, proxy, "
                                        "training, ...}")
     poison.add_argument("--set", action="append", metavar="KEY=VALUE",
