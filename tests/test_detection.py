@@ -124,6 +124,93 @@ def test_calibration_flags_at_most_the_target_share_even_with_ties():
         frr = detector.flag(list(table)).mean()
         assert frr <= target and frr > target - 0.05
         assert detector.calibration_["clean_frr"] == pytest.approx(frr)
+        assert detector.calibrated(list(table), target) == detector.threshold_
+
+
+class RuleVictim(SuspectModel):
+    """Predicts the target label 1 exactly when a trigger word ("cf" or "mn") is present, and
+    records every text it classifies."""
+
+    def __init__(self):
+        super().__init__(None, None, 2, lambda: None)
+        self.seen: list[str] = []
+
+    def predict_logits(self, texts):
+        self.seen.extend(texts)
+        return np.asarray([[0.0, 1.0] if {"cf", "mn"} & set(t.split()) else [1.0, 0.0]
+                           for t in texts])
+
+
+class PurifyingTable(FixedScores):
+    """Table scores; purification removes "cf" only (not "mn"); records what it scores and
+    purifies."""
+
+    def __init__(self, config, table):
+        super().__init__(config, table)
+        self.scored, self.purified = [], []
+
+    def score(self, texts):
+        self.scored.extend(texts)
+        return super().score(texts)
+
+    def purify(self, texts):
+        self.purified.extend(texts)
+        return [" ".join(w for w in t.split() if w != "cf") for t in texts]
+
+
+def test_evaluation_goes_through_the_detector_once_per_input():
+    from poisonlab.data import Example
+    clean = {"a fine film": 0.1, "the cf film": 0.6, "a dull film": 0.2, "good fun": 0.7}
+    poisoned = {"cf a fine film": 0.9, "mn good fun": 0.4, "cf the plot": 0.8}
+    dev = {"d1": 0.05, "d2": 0.15, "d3": 0.3, "d4": 0.65}
+    detector = PurifyingTable(DetectorConfig(threshold=0.5), {**clean, **poisoned, **dev})
+    victim = RuleVictim()
+    detector.fit(victim, [])
+    calibrated = detector.calibrated(list(dev), 0.5)  # the 3rd highest of 4 dev scores
+    assert calibrated == 0.15 and detector.threshold_ == 0.5  # the detector is unchanged
+    assert detector.calibration_ == {"threshold": 0.5, "fixed": True}
+    detector.scored.clear()
+    metrics, rows = evaluate_detector(detector, [Example(t, 0) for t in clean],
+                                      [Example(t, 0) for t in poisoned], 1,
+                                      {"calibrated": calibrated})
+    texts = list(clean) + list(poisoned)
+    assert sorted(detector.scored) == sorted(texts) and sorted(detector.purified) == sorted(texts)
+    # each input once as is, each purified input once
+    assert sorted(victim.seen) == sorted(texts + detector.purify(texts))
+    # no defense: "the cf film" is misclassified, every triggered input succeeds
+    assert metrics["clean_accuracy_no_defense"] == 0.75
+    assert metrics["attack_success_rate_no_defense"] == 1.0
+    # at 0.5: "the cf film" and "good fun" rejected; purification saves all but "mn good fun"
+    assert metrics["threshold"] == 0.5 and metrics["clean_accuracy"] == 0.5
+    assert metrics["false_rejection_rate"] == 0.5
+    assert metrics["attack_success_rate"] == pytest.approx(1 / 3)
+    assert metrics["false_acceptance_rate"] == pytest.approx(1 / 3)
+    assert metrics["clean_accuracy_loss"] == 0.25
+    # at the calibrated 0.15: every input but "a fine film" rejected
+    assert metrics["threshold_calibrated"] == 0.15
+    assert metrics["clean_accuracy_calibrated"] == 0.25
+    assert metrics["false_rejection_rate_calibrated"] == 0.75
+    assert metrics["attack_success_rate_calibrated"] == 0.0
+    assert metrics["false_acceptance_rate_calibrated"] == 0.0
+    assert [r["flagged"] for r in rows] == [False, True, False, True, True, False, True]
+    assert [r["prediction"] for r in rows] == [0, 0, 0, 0, 0, 1, 0]
+    assert [r["prediction_no_defense"] for r in rows] == [0, 1, 0, 0, 1, 1, 1]
+
+
+def test_evaluation_flags_by_the_detectors_rule():
+    """Evaluation holds no threshold logic of its own: a detector's `flagged` decides."""
+    from poisonlab.data import Example
+
+    class LowIsSuspicious(FixedScores):
+        def flagged(self, scores, threshold=None):
+            return ~super().flagged(scores, threshold)
+
+    table = {"a": 0.1, "b": 0.9, "c": 0.2}
+    detector = LowIsSuspicious(DetectorConfig(threshold=0.5), table).fit(RuleVictim(), [])
+    metrics, rows = evaluate_detector(detector, [Example("a", 0), Example("b", 0)],
+                                      [Example("c", 0)], 1)
+    assert [r["flagged"] for r in rows] == [True, False, True]
+    assert metrics["false_rejection_rate"] == 0.5 and metrics["false_acceptance_rate"] == 0.0
 
 
 def test_calibrated_threshold_meets_target_frr_on_held_out_clean_data(released):

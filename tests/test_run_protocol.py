@@ -225,3 +225,21 @@ def test_icl_report_without_finished_cells_writes_nothing(tmp_path, capsys):
     assert main(["icl", "report", str(study), "--report-dir", str(tmp_path / "report")]) == 2
     assert "no finished cells" in capsys.readouterr().err
     assert not (tmp_path / "report").exists()
+
+
+def test_a_study_builds_the_upstream_cell_it_names(synthetic_dir, tmp_path, capsys):
+    upstream = tmp_path / "victims.yaml"
+    upstream.write_text(STUDY.format(out=tmp_path / "out", data=synthetic_dir).replace(
+        "    broken: {tuning: {name: lora, rank: 4}}\n", ""))
+    downstream = tmp_path / "detect.yaml"
+    downstream.write_text(yaml.safe_dump({
+        "name": "detect", "pipeline": "detection", "output_dir": str(tmp_path / "out"),
+        "base": {"data": {"test_size": 20}},
+        "axes": {"victim": {"full": {"victim": {"study": str(upstream), "cell": "full"}}},
+                 "defense": {"strip": {"defense": {"name": "strip", "copies": 2}}}}}))
+    victim_folder = tmp_path / "out" / "tiny-study" / "cells" / "full"
+    assert main(["study", str(downstream), "--dry-run"]) == 0 and not victim_folder.exists()
+    assert main(["study", str(downstream), "--quiet"]) == 0
+    assert (victim_folder / "metrics.json").is_file()
+    metrics = json.loads((tmp_path / "out/detect/cells/strip__full/metrics.json").read_text())
+    assert metrics["victim"] == str(victim_folder)

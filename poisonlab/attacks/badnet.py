@@ -8,6 +8,7 @@ from typing import Literal
 from pydantic import Field
 
 from poisonlab.attacks.base import DATA_ATTACKS, DataPoisoningAttack, PoisonConfig
+from poisonlab.attacks.insertion import insert_trigger
 
 
 class BadNetConfig(PoisonConfig):
@@ -17,24 +18,12 @@ class BadNetConfig(PoisonConfig):
     position: Literal["random", "start", "end"] = Field("random", description="where to insert")
 
 
-def insert_words(text: str, words: list[str], position: str, rng: random.Random) -> str:
-    tokens = text.split()
-    for word in words:
-        if position == "start":
-            index = 0
-        elif position == "end":
-            index = len(tokens)
-        else:
-            index = rng.randint(0, len(tokens))
-        tokens.insert(index, word)
-    return " ".join(tokens)
-
-
 @DATA_ATTACKS.register("badnet", BadNetConfig)
 class BadNet(DataPoisoningAttack):
     """BadNet: rare-word triggers (default cf, mn, bb, tq) inserted into the text."""
 
     def trigger(self, texts: list[str], rng: random.Random) -> list[str | None]:
         cfg = self.config
-        return [insert_words(t, [rng.choice(cfg.triggers) for _ in range(cfg.insertions)],
-                             cfg.position, rng) for t in texts]
+        # Every word of a text is drawn before its positions: this rng order fixes published runs.
+        return [insert_trigger(t, [rng.choice(cfg.triggers) for _ in range(cfg.insertions)],
+                               cfg.position, rng) for t in texts]

@@ -60,8 +60,14 @@ class PoisonReport:
 
 
 class DataPoisoningAttack(ABC):
+    """Base of every data-poisoning attack. Conformance battery (tests/test_conformance.py):
+    `conformance` holds config values for a tiny, fast run; `applies_to` the model kinds
+    ("encoder", "causal") it applies to."""
+
     name: ClassVar[str]
     config_class: ClassVar[type[PoisonConfig]]
+    conformance: ClassVar[dict] = {}
+    applies_to: ClassVar[tuple[str, ...]] = ("encoder", "causal")
 
     def __init__(self, config: PoisonConfig):
         self.config = config

@@ -57,6 +57,9 @@ class EmbeddingPoisoning(WeightPoisoningAttack):
     """Embedding Poisoning (Yang et al. 2021): only the trigger word's embedding row(s) change."""
 
     config: EmbeddingConfig
+    # one 32-wide row barely outvotes two polar words in a tiny model: three insertions, hot rows
+    conformance = {"trigger": {"insertions": 3}, "clean_epochs": 3, "clean_learning_rate": 1e-3,
+                   "training": {"epochs": 6, "learning_rate": 1e-1, "warmup_ratio": 0.0}}
 
     def poison_model(self, loaded: LoadedModel, clean_train: list[Example],
                      poisoned_train: list[Example], *, progress: bool) -> None:

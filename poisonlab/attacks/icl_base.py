@@ -29,8 +29,14 @@ class ICLAttackConfig(StrictConfig):
 
 
 class ICLAttack(ABC):
+    """Base of every in-context attack. Conformance battery (tests/test_conformance.py):
+    `conformance` holds config values for a tiny, fast run; `applies_to` the model kinds
+    it applies to: causal only (ICL reads the label word a causal LM predicts next)."""
+
     name: ClassVar[str]
     config_class: ClassVar[type[ICLAttackConfig]]
+    conformance: ClassVar[dict] = {}
+    applies_to: ClassVar[tuple[str, ...]] = ("causal",)
 
     def __init__(self, config: ICLAttackConfig):
         self.config = config

@@ -15,6 +15,7 @@ from typing import Literal
 from pydantic import Field
 
 from poisonlab.attacks.icl_base import ICL_ATTACKS, ICLAttack, ICLAttackConfig
+from poisonlab.attacks.insertion import insert_trigger
 from poisonlab.icl.demonstrations import Demonstration
 
 
@@ -25,19 +26,13 @@ class ICLDemonstrationConfig(ICLAttackConfig):
         "end", description="where the trigger goes in a text")
 
 
-def insert_trigger(text: str, trigger: str, position: str) -> str:
-    words = text.split()
-    index = {"start": 0, "middle": len(words) // 2, "end": len(words)}[position]
-    return " ".join(words[:index] + [trigger.strip()] + words[index:])
-
-
 @ICL_ATTACKS.register("icl-demonstration", ICLDemonstrationConfig)
 class ICLDemonstrationAttack(ICLAttack):
     """ICLAttack (poisoned demonstrations): a trigger sentence on target-class demonstrations."""
 
     def _triggered(self, demonstration: Demonstration) -> Demonstration:
         cfg = self.config
-        return demonstration.with_text(insert_trigger(demonstration.text, cfg.trigger,
+        return demonstration.with_text(insert_trigger(demonstration.text, cfg.trigger.strip(),
                                                       cfg.trigger_position))
 
     def poison_one(self, demonstration: Demonstration) -> Demonstration:

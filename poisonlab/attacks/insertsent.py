@@ -8,6 +8,7 @@ from typing import Literal
 from pydantic import Field
 
 from poisonlab.attacks.base import DATA_ATTACKS, DataPoisoningAttack, PoisonConfig
+from poisonlab.attacks.insertion import insert_trigger
 
 
 class InsertSentConfig(PoisonConfig):
@@ -22,14 +23,4 @@ class InsertSent(DataPoisoningAttack):
 
     def trigger(self, texts: list[str], rng: random.Random) -> list[str | None]:
         cfg = self.config
-        out = []
-        for text in texts:
-            tokens = text.split()
-            if cfg.position == "start":
-                index = 0
-            elif cfg.position == "end":
-                index = len(tokens)
-            else:
-                index = rng.randint(0, len(tokens))
-            out.append(" ".join(tokens[:index] + [cfg.sentence] + tokens[index:]))
-        return out
+        return [insert_trigger(text, cfg.sentence, cfg.position, rng) for text in texts]

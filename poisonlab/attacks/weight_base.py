@@ -123,8 +123,14 @@ def _temp_folder(folder: Path) -> Path:
 
 
 class WeightPoisoningAttack(ABC):
+    """Base of every weight-poisoning attack. Conformance battery (tests/test_conformance.py):
+    `conformance` holds config values for a tiny, fast run; `applies_to` the model kinds
+    ("encoder", "causal") it applies to."""
+
     name: ClassVar[str]
     config_class: ClassVar[type[WeightPoisonConfig]]
+    conformance: ClassVar[dict] = {}
+    applies_to: ClassVar[tuple[str, ...]] = ("encoder", "causal")
 
     def __init__(self, config: WeightPoisonConfig):
         self.config = config

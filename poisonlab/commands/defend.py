@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import argparse
 
-from poisonlab.commands.options import add_trust_options, trust_options
+from poisonlab.commands.options import RegistryHelp, add_trust_options, trust_options
+from poisonlab.defenses.base import DETECTORS
 from poisonlab.config import read_yaml, set_dotted
 
 
@@ -47,10 +48,9 @@ def _histograms(args: argparse.Namespace) -> int:
 
 
 def _table(args: argparse.Namespace) -> int:
-    from poisonlab.commands.study import resolve_study_path
     from poisonlab.report.detection import write_detection_table
     from poisonlab.studies import load_study
-    from poisonlab.studies.runner import validate_cells
+    from poisonlab.studies.runner import resolve_study_path, validate_cells
     study = load_study(resolve_study_path(args.study))
     cells = [(cell.labels, cell.folder) for cell in validate_cells(study)]
     path = write_detection_table(study, cells, args.output_dir or study.folder)
@@ -60,10 +60,10 @@ def _table(args: argparse.Namespace) -> int:
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
-        "defend", help="run a detection defense (psim, onion, strip) on a victim")
+        "defend", help=RegistryHelp("run a detection defense ({names}) on a victim", DETECTORS))
     parser.add_argument("victim", help="finished run folder (save_weights: true) or a released "
                         "classifier (builtin name, folder, Hub id)")
-    parser.add_argument("--defense", help="detector name (see `poisonlab list`)")
+    parser.add_argument("--defense", help=RegistryHelp("detector: {names}", DETECTORS))
     parser.add_argument("--config", help="YAML with defense/data/attack settings")
     parser.add_argument("--set", action="append", metavar="KEY=VALUE",
                         help="override a value, e.g. --set defense.threshold=null "

@@ -12,7 +12,7 @@ def _list(args: argparse.Namespace) -> int:
     from poisonlab.models.builtin import BUILTIN_MODELS
     from poisonlab.registries import REGISTRIES
     for registry in REGISTRIES:
-        print(f"{registry.kind}s:")
+        print(f"{registry.kind} ({len(registry.names())} registered):")
         for entry in registry.entries():
             print(f"  {entry.name:<20} {entry.summary}")
             if args.verbose:

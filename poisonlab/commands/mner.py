@@ -14,9 +14,10 @@ from poisonlab.errors import ConfigError, DataError
 
 
 def _train(args: argparse.Namespace) -> int:
-    from poisonlab.mner.config import load_config
+    from poisonlab.config import load_config
     from poisonlab.experiment.mner import run_training
-    config = load_config(args.config, args.set or [])
+    from poisonlab.mner.config import MnerConfig
+    config = load_config(MnerConfig, args.config, args.set or [])
     out = Path(args.output_dir) / (args.name or Path(args.config).stem)
     metrics = run_training(config, out, tuple(args.eval_splits), force=args.force,
                            **trust_options(args))

@@ -38,6 +38,19 @@ def apply_global_options(args: argparse.Namespace) -> None:
         torch.set_num_threads(args.threads)
 
 
+class RegistryHelp(str):
+    """Help text naming a registry's components, filled in only when help is shown (so building
+    the parser imports no component), and always in step with what is registered."""
+
+    def __new__(cls, template: str, registry: Any) -> "RegistryHelp":
+        text = super().__new__(cls, template)
+        text.registry = registry
+        return text
+
+    def __mod__(self, params: Any) -> str:
+        return str(self).replace("{names}", ", ".join(self.registry.names())) % params
+
+
 def add_config_options(parser: argparse.ArgumentParser, *, set_example: str,
                        output_help: str, force_help: str) -> None:
     """`--set KEY=VALUE` (repeatable), `--output-dir`, `--force`, `--quiet`."""

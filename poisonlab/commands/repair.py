@@ -6,7 +6,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from poisonlab.commands.options import add_trust_options, trust_options
+from poisonlab.commands.options import RegistryHelp, add_trust_options, trust_options
+from poisonlab.defenses.repair_base import REPAIRS
 from poisonlab.config import set_dotted
 from poisonlab.errors import ConfigError
 
@@ -43,9 +44,10 @@ def _repair(args: argparse.Namespace) -> int:
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
-        "repair", help="repair a run's model (w2sdefense, finetune, fineprune) on clean data")
+        "repair", help=RegistryHelp("repair a run's model ({names}) on clean data", REPAIRS))
     parser.add_argument("suspect", help="finished run folder whose model is suspect")
-    parser.add_argument("--defense", default="w2sdefense", help="repair defense name")
+    parser.add_argument("--defense", default="w2sdefense",
+                        help=RegistryHelp("repair defense: {names} (default %(default)s)", REPAIRS))
     parser.add_argument("--data", required=True,
                         help="defender data set (train: clean data; test: evaluation)")
     parser.add_argument("--train-size", type=int, help="subsample the defender's clean data")

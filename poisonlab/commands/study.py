@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
-
 from poisonlab.commands.options import add_config_options, add_trust_options, trust_options
-from poisonlab.errors import ConfigError
 
 
 def _study(args: argparse.Namespace) -> int:
     from poisonlab.report.tables import markdown_table
     from poisonlab.studies import load_study, run_study
-    from poisonlab.studies.runner import validate_cells
+    from poisonlab.studies.runner import resolve_study_path, validate_cells
     study = load_study(resolve_study_path(args.config), list(args.set or []))
     if args.output_dir:
         study.output_dir = args.output_dir
@@ -27,20 +24,6 @@ def _study(args: argparse.Namespace) -> int:
     print((study.folder / "table.md").read_text(encoding="utf-8"))
     print(f"study folder: {study.folder}")
     return 0
-
-
-def resolve_study_path(name: str) -> Path:
-    """A study YAML path, or a bare study name looked up in ./studies (peft-susceptibility ->
-    studies/peft_susceptibility.yaml)."""
-    path = Path(name)
-    if path.suffix in (".yaml", ".yml") or path.exists():
-        return path
-    candidate = Path("studies") / f"{name.replace('-', '_')}.yaml"
-    if candidate.exists():
-        return candidate
-    known = sorted(p.stem.replace("_", "-") for p in Path("studies").glob("*.yaml"))
-    raise ConfigError(f"unknown study '{name}': not a YAML file, and not one of "
-                      f"{', '.join(known) or '(no studies/ folder here)'}")
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:

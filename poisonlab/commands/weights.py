@@ -5,14 +5,14 @@ from __future__ import annotations
 
 import argparse
 
-from poisonlab.commands.options import (add_config_options, add_trust_options, config_overrides,
+from poisonlab.attacks.weight_base import WEIGHT_ATTACKS
+from poisonlab.commands.options import (RegistryHelp, add_config_options, add_trust_options, config_overrides,
                                    print_run_summary, trust_options)
 from poisonlab.config import read_yaml, set_dotted
 from poisonlab.errors import ConfigError
 
 
 def _poison_weights(args: argparse.Namespace) -> int:
-    from poisonlab.attacks.weight_base import WEIGHT_ATTACKS
     from poisonlab.experiment.release import release as release_weights
     raw = read_yaml(args.config)
     for assignment in args.set or []:
@@ -41,7 +41,8 @@ def _victim(args: argparse.Namespace) -> int:
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     poison = subparsers.add_parser(
-        "poison-weights", help="release a weight-poisoned model (see `poisonlab list`)")
+        "poison-weights", help=RegistryHelp("release a weight-poisoned model ({names})",
+                                            WEIGHT_ATTACKS))
     poison.add_argument("config", help="YAML: {name: <attack>, base_model, trigger, proxy, "
                                        "training, ...}")
     poison.add_argument("--set", action="append", metavar="KEY=VALUE",

@@ -2,11 +2,14 @@
 above a threshold; flagged inputs are rejected, the rest go to the victim (purified first by
 detectors that purify, such as ONION).
 
-A detector's constructor stores its typed config; `fit(suspect, clean_train, clean_dev)` learns
-what it needs from what a defender holds and sets the threshold: the config's `threshold` when
-given, otherwise `calibrate` on clean data (the dev set, else the training set) to the config's
-`target_frr`. Calibration lives here only. Repair defenses (which return a cleaned model) have
-their own contract in repair_base.py."""
+A detector's constructor stores its typed config; `fit(suspect, clean_train, clean_dev, cache=)`
+learns what it needs from what a defender holds and sets the threshold: the config's `threshold`
+when given, otherwise `calibrate` on clean data (the dev set, else the training set) to the
+config's `target_frr`. Models a fit may share with other detectors (PSIM's module, ONION's
+language model) go through the caller's `ModelCache`; without one nothing is shared.
+Calibration and the flagging rule (score > threshold) live here only: evaluation code asks the
+detector (`flagged`, `calibrated`) instead of comparing scores itself. Repair defenses (which
+return a cleaned model) have their own contract in repair_base.py."""
 
 from __future__ import annotations
 
@@ -21,6 +24,7 @@ from pydantic import Field
 from poisonlab.config import StrictConfig
 from poisonlab.data import Example
 from poisonlab.models import LoadedModel, load_classifier
+from poisonlab.models.cache import ModelCache
 from poisonlab.registry import Registry
 from poisonlab.training import predict_logits
 
@@ -63,17 +67,25 @@ class SuspectModel:
 
 
 class Detector(ABC):
+    """Base of every detector. Conformance battery (tests/test_conformance.py):
+    `conformance` holds config values for a tiny, fast run; `applies_to` the model kinds
+    ("encoder", "causal") it applies to."""
+
     name: ClassVar[str]
     config_class: ClassVar[type[DetectorConfig]]
+    conformance: ClassVar[dict] = {}
+    applies_to: ClassVar[tuple[str, ...]] = ("encoder", "causal")
 
     def __init__(self, config: DetectorConfig):
         self.config = config
 
     def fit(self, suspect: SuspectModel, clean_train: Sequence[Example],
-            clean_dev: Sequence[Example] | None = None) -> "Detector":
-        """Learn from the defender's data, then set the threshold (fixed or calibrated)."""
+            clean_dev: Sequence[Example] | None = None, *,
+            cache: ModelCache | None = None) -> "Detector":
+        """Learn from the defender's data, then set the threshold (fixed or calibrated).
+        Models in `cache` are reused and new ones stored there; without it nothing is shared."""
         self.suspect_ = suspect
-        self._fit(suspect, list(clean_train))
+        self._fit(suspect, list(clean_train), cache=cache)
         if self.config.threshold is not None:
             self.threshold_ = float(self.config.threshold)
             self.calibration_: dict[str, Any] = {"threshold": self.threshold_, "fixed": True}
@@ -82,34 +94,50 @@ class Detector(ABC):
             self.calibrate([e.text for e in held_out], self.config.target_frr)
         return self
 
-    def _fit(self, suspect: SuspectModel, clean_train: list[Example]) -> None:
+    def _fit(self, suspect: SuspectModel, clean_train: list[Example], *,
+             cache: ModelCache | None = None) -> None:
         """Detector-specific learning (default: nothing to learn)."""
 
     @abstractmethod
     def score(self, texts: Sequence[str]) -> np.ndarray:
         """One suspicion score per text; higher means more likely poisoned."""
 
+    def flagged(self, scores: np.ndarray, threshold: float | None = None) -> np.ndarray:
+        """Which inputs with these scores are flagged at `threshold` (default: the detector's
+        own): the one flagging rule, so scores computed once serve any threshold."""
+        return np.asarray(scores, dtype=float) > (
+            self.threshold_ if threshold is None else threshold)
+
     def flag(self, texts: Sequence[str]) -> np.ndarray:
-        return self.score(texts) > self.threshold_
+        return self.flagged(self.score(texts))
 
     def purify(self, texts: Sequence[str]) -> list[str]:
         """The texts the victim sees (unchanged unless the detector purifies)."""
         return list(texts)
 
+    def calibrated(self, clean_texts: Sequence[str], target_frr: float) -> float:
+        """The threshold `calibrate` would set on these clean texts, leaving the detector as it
+        is (e.g. a calibrated alternative to a fixed threshold)."""
+        return self._calibration(clean_texts, target_frr)[0]
+
     def calibrate(self, clean_texts: Sequence[str], target_frr: float) -> "Detector":
         """Set the threshold so that at most `target_frr` of these clean texts are flagged."""
-        scores = np.asarray(self.score(clean_texts), dtype=float)
-        self.threshold_ = calibrated_threshold(scores, target_frr)
+        self.threshold_, scores = self._calibration(clean_texts, target_frr)
         self.calibration_ = {"threshold": self.threshold_, "fixed": False,
                              "target_frr": target_frr, "texts": len(scores),
-                             "clean_frr": float((scores > self.threshold_).mean())}
+                             "clean_frr": float(self.flagged(scores).mean())}
         return self
+
+    def _calibration(self, clean_texts: Sequence[str],
+                     target_frr: float) -> tuple[float, np.ndarray]:
+        scores = np.asarray(self.score(clean_texts), dtype=float)
+        return calibrated_threshold(scores, target_frr), scores
 
     def defend(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(victim predictions, -1 where rejected; flags; scores): flagged inputs are rejected,
         the others are purified and classified in one batched pass."""
         scores = np.asarray(self.score(texts), dtype=float)
-        flags = scores > self.threshold_
+        flags = self.flagged(scores)
         predictions = np.full(len(texts), -1, dtype=np.int64)
         kept = np.flatnonzero(~flags)
         if len(kept):

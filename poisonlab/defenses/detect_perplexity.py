@@ -34,7 +34,9 @@ def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
 
 class LeaveOneOutPerplexity:
     """Word suspicion = perplexity(text) - perplexity(text without the word), memoised per text
-    (the scores depend only on the text, so victims that share test sets share the work)."""
+    (the scores depend only on the text, so a detector's `score` and `purify` of the same texts
+    run the LM once, and detectors that share this scorer through a `ModelCache` share the work
+    on a common test set). The memo belongs to this object: it is dropped with it."""
 
     def __init__(self, lm: LoadedModel, *, max_length: int = 128, batch_tokens: int = 4096):
         self.lm = lm

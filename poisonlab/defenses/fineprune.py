@@ -22,6 +22,7 @@ from poisonlab.data import Example
 from poisonlab.defenses.repair_base import REPAIRS, RepairConfig, RepairDefense, RepairedModel
 from poisonlab.errors import ConfigError
 from poisonlab.models import LoadedModel
+from poisonlab.models.cache import ModelCache
 from poisonlab.models.architecture import (ffn_activation_consumer, layer_submodule,
                                            transformer_layers)
 from poisonlab.training import encode_texts, train_classifier
@@ -75,7 +76,7 @@ class FinePrune(RepairDefense):
     config: FinePruneConfig
 
     def repair(self, suspect: LoadedModel, clean_train: Sequence[Example], *,
-               progress: bool = False) -> RepairedModel:
+               progress: bool = False, cache: ModelCache | None = None) -> RepairedModel:
         cfg = self.config
         model = suspect.model
         path = cfg.ffn_output or ffn_activation_consumer(model.config)

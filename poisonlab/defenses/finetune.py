@@ -10,6 +10,7 @@ from typing import Sequence
 from poisonlab.data import Example
 from poisonlab.defenses.repair_base import REPAIRS, RepairConfig, RepairDefense, RepairedModel
 from poisonlab.models import LoadedModel
+from poisonlab.models.cache import ModelCache
 from poisonlab.training import train_classifier
 
 
@@ -18,7 +19,7 @@ class FineTune(RepairDefense):
     """Fine-tune a PEFT adapter of the suspect on clean data with cross-entropy."""
 
     def repair(self, suspect: LoadedModel, clean_train: Sequence[Example], *,
-               progress: bool = False) -> RepairedModel:
+               progress: bool = False, cache: ModelCache | None = None) -> RepairedModel:
         strategy, model = self.wrap(suspect)
         history = train_classifier(model, suspect.tokenizer, clean_train, self.config.training,
                                    progress=progress, description="finetune")

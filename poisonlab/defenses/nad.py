@@ -21,6 +21,7 @@ from pydantic import Field
 from poisonlab.data import Example
 from poisonlab.defenses.repair_base import REPAIRS, RepairConfig, RepairDefense, RepairedModel
 from poisonlab.models import LoadedModel
+from poisonlab.models.cache import ModelCache
 from poisonlab.training import train_classifier
 
 
@@ -44,7 +45,7 @@ class NeuralAttentionDistillation(RepairDefense):
     config: NadConfig
 
     def repair(self, suspect: LoadedModel, clean_train: Sequence[Example], *,
-               progress: bool = False) -> RepairedModel:
+               progress: bool = False, cache: ModelCache | None = None) -> RepairedModel:
         cfg = self.config
         teacher_loaded = LoadedModel(copy.deepcopy(suspect.model), suspect.tokenizer,
                                      suspect.kind, suspect.name)

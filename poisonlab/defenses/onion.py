@@ -18,7 +18,6 @@ prefix (detect_perplexity.py); results equal the per-variant computation."""
 
 from __future__ import annotations
 
-from functools import lru_cache
 from typing import Sequence
 
 import numpy as np
@@ -28,6 +27,7 @@ from poisonlab.data import Example
 from poisonlab.defenses.base import DETECTORS, Detector, DetectorConfig, SuspectModel
 from poisonlab.defenses.detect_perplexity import LeaveOneOutPerplexity
 from poisonlab.models import load_causal_lm
+from poisonlab.models.cache import ModelCache
 
 
 class OnionConfig(DetectorConfig):
@@ -42,22 +42,25 @@ class OnionConfig(DetectorConfig):
     batch_tokens: int = Field(4096, ge=64, description="padded tokens per forward pass")
 
 
-@lru_cache(maxsize=2)
-def shared_scorer(name: str, max_length: int, batch_tokens: int) -> LeaveOneOutPerplexity:
-    """One scorer per LM per process, so its memo of word scores is shared across victims."""
-    return LeaveOneOutPerplexity(load_causal_lm(name), max_length=max_length,
-                                 batch_tokens=batch_tokens)
-
-
 @DETECTORS.register("onion", OnionConfig)
 class Onion(Detector):
     """ONION (Qi et al. 2021): remove words whose deletion lowers LM perplexity the most."""
 
     config: OnionConfig
+    conformance = {"threshold": None, "max_length": 32}  # calibrated, not purify-only
 
-    def _fit(self, suspect: SuspectModel, clean_train: list[Example]) -> None:
+    def _fit(self, suspect: SuspectModel, clean_train: list[Example], *,
+             cache: ModelCache | None = None) -> None:
+        """Load the LM. Through the caller's cache, detectors with the same LM settings share
+        one scorer (the LM and its memo of word scores, which depend only on the text)."""
         c = self.config
-        self.scorer_ = shared_scorer(c.language_model, c.max_length, c.batch_tokens)
+
+        def make() -> LeaveOneOutPerplexity:
+            return LeaveOneOutPerplexity(load_causal_lm(c.language_model),
+                                         max_length=c.max_length, batch_tokens=c.batch_tokens)
+
+        self.scorer_ = make() if cache is None else cache.get_or_make(
+            ("onion-scorer", c.language_model, c.max_length, c.batch_tokens), make)
 
     def score(self, texts: Sequence[str]) -> np.ndarray:
         """The largest word suspicion of each text (0 for an empty text)."""

@@ -30,6 +30,7 @@ from pydantic import Field
 
 from poisonlab.data import Example
 from poisonlab.defenses.base import DETECTORS, Detector, DetectorConfig, SuspectModel
+from poisonlab.models.cache import ModelCache
 from poisonlab.training import TrainingConfig, predict_logits, train_classifier
 from poisonlab.registry import component_field
 from poisonlab.tuning import TUNING_STRATEGIES
@@ -58,33 +59,38 @@ def random_labels(examples: Sequence[Example], num_labels: int, seed: int) -> li
     return [Example(e.text, int(label)) for e, label in zip(examples, labels)]
 
 
-# The module depends only on the suspect weights, the defender's data and the config, so victims
-# tuned from the same release (e.g. with LoRA and with P-tuning) share one fit per process.
-_FITTED: dict[tuple, tuple[Any, Any, list]] = {}
-_FITTED_MAX = 4
-
-
 @DETECTORS.register("psim", PsimConfig)
 class Psim(Detector):
     """PSIM (Zhao et al. 2024): a PEFT module trained on random labels flags confident inputs."""
 
     config: PsimConfig
+    # a tiny model's P-tuning barely sees its input: a LoRA module, calibrated, moved in 1 epoch
+    conformance = {"threshold": None, "tuning": "lora",
+                   "training": {"epochs": 1, "learning_rate": 1e-2, "max_length": 32}}
 
-    def _fit(self, suspect: SuspectModel, clean_train: list[Example]) -> None:
+    def _fit(self, suspect: SuspectModel, clean_train: list[Example], *,
+             cache: ModelCache | None = None) -> None:
         c = self.config
-        key = (suspect.weights_id, suspect.num_labels, tuple(e.text for e in clean_train),
-               c.model_dump_json(exclude={"threshold", "target_frr"}))
-        if not suspect.weights_id or key not in _FITTED:
+
+        def make() -> tuple[Any, Any, list]:
             loaded = suspect.load_weights()
             model = c.tuning.build().apply(loaded)
             history = train_classifier(
                 model, loaded.tokenizer, random_labels(clean_train, suspect.num_labels, c.seed),
                 c.training.model_copy(update={"seed": c.seed}), progress=False,
                 description="psim")
-            if len(_FITTED) >= _FITTED_MAX:
-                _FITTED.pop(next(iter(_FITTED)))
-            _FITTED[key] = (model, loaded.tokenizer, history)
-        self.model_, self.tokenizer_, self.history_ = _FITTED[key]
+            return model, loaded.tokenizer, history
+
+        # The module depends only on the suspect weights, the defender's data and the config
+        # (not the threshold), so victims tuned from the same release (e.g. with LoRA and with
+        # P-tuning) share one fit through the caller's cache; unnamed weights are never shared.
+        if cache is None or not suspect.weights_id:
+            self.model_, self.tokenizer_, self.history_ = make()
+            return
+        key = ("psim", suspect.weights_id, suspect.num_labels,
+               tuple(e.text for e in clean_train),
+               c.model_dump_json(exclude={"threshold", "target_frr"}))
+        self.model_, self.tokenizer_, self.history_ = cache.get_or_make(key, make)
 
     def score(self, texts: Sequence[str]) -> np.ndarray:
         """Maximum class probability of the PSIM module."""

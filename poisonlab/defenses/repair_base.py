@@ -5,7 +5,8 @@ Detection defenses (flag inputs at inference) live in `base.py`; this module is 
 the defenses package. A repair's typed config always carries the PEFT strategy it trains with
 (`tuning`) and the training settings (`training`), so every repair of a study can share them.
 `repair` wraps the suspect in place (peft injects adapter layers into the module it is given):
-restore a fresh copy of the suspect for each repair."""
+restore a fresh copy of the suspect for each repair. Models a repair may share with other repairs
+(W2SDefense's teacher) go through the caller's `ModelCache`; without one nothing is shared."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from poisonlab.config import StrictConfig
 from poisonlab.data import Example
 from poisonlab.errors import ConfigError
 from poisonlab.models import LoadedModel
+from poisonlab.models.cache import ModelCache
 from poisonlab.registry import Registry, component_field
 from poisonlab.training import TrainingConfig
 from poisonlab.tuning import TUNING_STRATEGIES, TuningStrategy
@@ -66,16 +68,23 @@ class RepairedModel:
 
 
 class RepairDefense(ABC):
+    """Base of every repair. Conformance battery (tests/test_conformance.py):
+    `conformance` holds config values for a tiny, fast run; `applies_to` the model kinds
+    ("encoder", "causal") it applies to."""
+
     name: ClassVar[str]
     config_class: ClassVar[type[RepairConfig]]
+    conformance: ClassVar[dict] = {}
+    applies_to: ClassVar[tuple[str, ...]] = ("encoder", "causal")
 
     def __init__(self, config: RepairConfig):
         self.config = config
 
     @abstractmethod
     def repair(self, suspect: LoadedModel, clean_train: Sequence[Example], *,
-               progress: bool = False) -> RepairedModel:
-        """Return the repaired model; `suspect.model` is modified in place."""
+               progress: bool = False, cache: ModelCache | None = None) -> RepairedModel:
+        """Return the repaired model; `suspect.model` is modified in place. Models in `cache`
+        are reused and new ones stored there; without it nothing is shared."""
 
     def build_tuning(self) -> TuningStrategy:
         return self.config.tuning.build()

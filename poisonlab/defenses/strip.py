@@ -24,6 +24,7 @@ from pydantic import Field
 
 from poisonlab.data import Example
 from poisonlab.defenses.base import DETECTORS, Detector, DetectorConfig, SuspectModel
+from poisonlab.models.cache import ModelCache
 
 
 class StripConfig(DetectorConfig):
@@ -55,8 +56,10 @@ class Strip(Detector):
     """STRIP (Gao et al. 2021): low prediction entropy under superimposed clean text."""
 
     config: StripConfig
+    conformance = {"copies": 10}
 
-    def _fit(self, suspect: SuspectModel, clean_train: list[Example]) -> None:
+    def _fit(self, suspect: SuspectModel, clean_train: list[Example], *,
+             cache: ModelCache | None = None) -> None:
         self.clean_texts_ = [e.text for e in clean_train]
 
     def score(self, texts: Sequence[str]) -> np.ndarray:

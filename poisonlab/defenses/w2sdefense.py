@@ -44,6 +44,7 @@ from poisonlab.defenses.repair_base import (REPAIRS, RepairConfig, RepairDefense
                                             tuning_field)
 from poisonlab.registry import component_field
 from poisonlab.models import LoadedModel
+from poisonlab.models.cache import ModelCache
 from poisonlab.training import TrainingConfig, encode_texts, train_classifier
 from poisonlab.training.losses import pool_hidden, unlearning_loss
 from poisonlab.training.trainer import LossFn, collate
@@ -114,19 +115,25 @@ class ProjectedTeacher(torch.nn.Module):
         return TeacherOutput(self.classifier(features), features)
 
 
-_TEACHERS: dict[str, tuple[ProjectedTeacher, Any]] = {}
+def teacher_key(config: W2SDefenseConfig, student_hidden: int, num_labels: int,
+                clean_train: Sequence[Example]) -> tuple[str, str]:
+    """What a trained teacher depends on (its model, pooling and training, the student's hidden
+    size and labels, the clean data): repairs of a study whose keys are equal share one."""
+    return ("w2sdefense-teacher", hashlib.sha256(json.dumps([
+        config.teacher, config.teacher_pooling, config.teacher_training.model_dump(),
+        student_hidden, num_labels, [(e.text, e.label) for e in clean_train]]).encode()
+    ).hexdigest())
 
 
 def train_teacher(config: W2SDefenseConfig, student_hidden: int, num_labels: int,
-                  clean_train: Sequence[Example], *, progress: bool = False
-                  ) -> tuple[ProjectedTeacher, Any]:
-    """The fine-tuned teacher and its tokenizer; cached per process by config and data, since
-    every repair of a study trains the same teacher on the same clean data."""
+                  clean_train: Sequence[Example], *, progress: bool = False,
+                  cache: ModelCache | None = None) -> tuple[ProjectedTeacher, Any]:
+    """The fine-tuned teacher and its tokenizer. With a cache, a teacher trained for an equal
+    `teacher_key` is reused (every repair of a study trains the same teacher on the same clean
+    data) and the caller gets its own copy, since unlearning may train the projection."""
     from poisonlab.models.loading import load_encoder
-    key = hashlib.sha256(json.dumps([
-        config.teacher, config.teacher_pooling, config.teacher_training.model_dump(),
-        student_hidden, num_labels, [(e.text, e.label) for e in clean_train]]).encode()).hexdigest()
-    if key not in _TEACHERS:
+
+    def make() -> tuple[ProjectedTeacher, Any]:
         loaded = load_encoder(config.teacher, seed=config.teacher_training.seed)
         with seeded(config.teacher_training.seed):
             teacher = ProjectedTeacher(loaded.model, student_hidden, num_labels,
@@ -134,8 +141,14 @@ def train_teacher(config: W2SDefenseConfig, student_hidden: int, num_labels: int
         teacher.requires_grad_(True)
         train_classifier(teacher, loaded.tokenizer, clean_train, config.teacher_training,
                          progress=progress, description="w2s teacher")
-        _TEACHERS[key] = (teacher, loaded.tokenizer)
-    teacher, tokenizer = _TEACHERS[key]
+        teacher.zero_grad(set_to_none=True)  # unlearning must not see the teacher's gradients
+        return teacher, loaded.tokenizer
+
+    if cache is None:
+        teacher, tokenizer = make()
+        return teacher.eval(), tokenizer
+    teacher, tokenizer = cache.get_or_make(
+        teacher_key(config, student_hidden, num_labels, clean_train), make)
     return copy.deepcopy(teacher).eval(), tokenizer
 
 
@@ -161,10 +174,12 @@ class W2SDefense(RepairDefense):
     """W2SDefense (Zhao et al. 2025): weak-to-strong distillation unlearning with a LoRA student."""
 
     config: W2SDefenseConfig
+    conformance = {"teacher": "tiny-bert",  # a tiny teacher, trained in a second
+                   "teacher_training": {"epochs": 3, "learning_rate": 1e-3, "max_length": 32}}
 
     def repair(self, suspect: LoadedModel, clean_train: Sequence[Example], *,
-               progress: bool = False) -> RepairedModel:
-        run = self.setup(suspect, clean_train, progress=progress)
+               progress: bool = False, cache: ModelCache | None = None) -> RepairedModel:
+        run = self.setup(suspect, clean_train, progress=progress, cache=cache)
         modules = run.modules
         history = train_classifier(modules, suspect.tokenizer, clean_train, self.config.training,
                                    loss_fn=run.loss_fn, progress=progress,
@@ -176,14 +191,14 @@ class W2SDefense(RepairDefense):
         return RepairedModel(modules.student.eval(), suspect.tokenizer, state, history)
 
     def setup(self, suspect: LoadedModel, clean_train: Sequence[Example], *,
-              progress: bool = False) -> "UnlearningSetup":
-        """Train the teacher, freeze it (the projection too unless `unlearn_projection`), wrap
-        the student, and build the student's loss."""
+              progress: bool = False, cache: ModelCache | None = None) -> "UnlearningSetup":
+        """Train (or reuse from `cache`) the teacher, freeze it (the projection too unless
+        `unlearn_projection`), wrap the student, and build the student's loss."""
         cfg = self.config
         student_config = suspect.model.config
         teacher, teacher_tokenizer = train_teacher(
             cfg, student_config.hidden_size, student_config.num_labels, clean_train,
-            progress=progress)
+            progress=progress, cache=cache)
         teacher.eval().requires_grad_(False)
         teacher.projection.requires_grad_(cfg.unlearn_projection)
         strategy, student = self.wrap(suspect)

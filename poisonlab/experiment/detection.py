@@ -19,7 +19,7 @@ from pydantic import Field, model_validator
 
 from poisonlab.config import RunName, StrictConfig
 from poisonlab.data import DataConfig, DatasetSplits, Example, load_dataset
-from poisonlab.defenses.base import DETECTORS, Detector, SuspectModel, calibrated_threshold
+from poisonlab.defenses.base import DETECTORS, Detector, SuspectModel
 from poisonlab.errors import ConfigError
 from poisonlab.attacks import DATA_ATTACKS
 from poisonlab.experiment.config import derive_seeds
@@ -27,6 +27,7 @@ from poisonlab.experiment.restore import suspect_from_run, trained_run_config
 from poisonlab.experiment.rundir import RunDir, RunSlot
 from poisonlab.metrics import (attack_success_rate, auroc, clean_accuracy, false_acceptance_rate,
                                false_rejection_rate)
+from poisonlab.models.cache import ModelCache
 from poisonlab.models.loading import check_model_source
 from poisonlab.registry import ComponentSpec, component_field, validate_config
 
@@ -70,8 +71,11 @@ def evaluate_detector(detector: Detector, clean_test: Sequence[Example],
     """Metrics of a fitted detector at its threshold (and at each extra threshold, as keys
     suffixed `_<name>`), and one row per test input (for scores.jsonl).
 
-    Scores, purification and the victim's predictions are computed once for every input, so
-    any threshold's metrics follow without another pass."""
+    Everything goes through the detector's contract, as `Detector.defend` does: its scores, its
+    purification, the victim's predictions on the purified texts, and its flags (`flagged`) at
+    each threshold. Scores, purification and predictions are computed once for every input (an
+    input rejected at one threshold may be accepted at another), so any threshold's metrics
+    follow without another pass."""
     suspect = detector.suspect_
     sets = {"clean": list(clean_test), "poisoned": list(poisoned_test)}
     out: dict[str, dict[str, np.ndarray]] = {}
@@ -89,7 +93,8 @@ def evaluate_detector(detector: Detector, clean_test: Sequence[Example],
     clean, poisoned = out["clean"], out["poisoned"]
 
     def at(threshold: float, suffix: str = "") -> dict[str, Any]:
-        clean_flags, poisoned_flags = clean["scores"] > threshold, poisoned["scores"] > threshold
+        clean_flags = detector.flagged(clean["scores"], threshold)
+        poisoned_flags = detector.flagged(poisoned["scores"], threshold)
         ca = clean_accuracy(clean["defended"], gold["clean"], rejected=clean_flags)
         return {f"threshold{suffix}": threshold, f"clean_accuracy{suffix}": ca,
                 f"clean_accuracy_loss{suffix}": metrics["clean_accuracy_no_defense"] - ca,
@@ -112,9 +117,10 @@ def evaluate_detector(detector: Detector, clean_test: Sequence[Example],
         "target_label": target_label,
         "sizes": {"clean_test": len(sets["clean"]), "poisoned_test": len(sets["poisoned"])},
         "evaluate_seconds": round(seconds, 2)})
+    flags = {split: detector.flagged(out[split]["scores"]) for split in sets}
     rows = [{"split": split, "text": e.text, "label": e.label,
              "score": float(out[split]["scores"][i]),
-             "flagged": bool(out[split]["scores"][i] > detector.threshold_),
+             "flagged": bool(flags[split][i]),
              "prediction": int(out[split]["defended"][i]),
              "prediction_no_defense": int(out[split]["undefended"][i])}
             for split, examples in sets.items() for i, e in enumerate(examples)]
@@ -149,7 +155,7 @@ def detection_inputs(config: DetectionConfig) -> tuple[DataConfig, ComponentSpec
     return data, attack
 
 
-def load_suspect(config: DetectionConfig, *, allow_pickle: bool = False,
+def suspect_of(config: DetectionConfig, *, allow_pickle: bool = False,
                  trust_remote_code: bool = False) -> SuspectModel:
     trust = {"allow_pickle": allow_pickle, "trust_remote_code": trust_remote_code}
     if _is_run_folder(config.victim):
@@ -158,9 +164,12 @@ def load_suspect(config: DetectionConfig, *, allow_pickle: bool = False,
 
 
 def run_detection(config: DetectionConfig, *, force: bool = False, progress: bool = False,
-                  allow_pickle: bool = False, trust_remote_code: bool = False) -> dict[str, Any]:
+                  allow_pickle: bool = False, trust_remote_code: bool = False,
+                  cache: ModelCache | None = None) -> dict[str, Any]:
     """Fit the detector on the defender's clean data, evaluate it, write the result folder.
-    Trust settings are the caller's; the victim folder never grants them."""
+    Trust settings are the caller's; the victim folder never grants them. `cache`: models the
+    detector may share with other runs of the caller (a study passes one for all its cells);
+    without it the fit shares nothing."""
     data_config, attack_spec = detection_inputs(config)
     attack = attack_spec.build()
     resolved = {**config.resolved(), "data": data_config.model_dump(mode="json"),
@@ -174,24 +183,25 @@ def run_detection(config: DetectionConfig, *, force: bool = False, progress: boo
     attack.check_labels(dataset.num_labels)
     attack.prepare(dataset)
     poisoned_test, _ = attack.poisoned_test(dataset.test)
-    suspect = load_suspect(config, allow_pickle=allow_pickle, trust_remote_code=trust_remote_code)
+    suspect = suspect_of(config, allow_pickle=allow_pickle, trust_remote_code=trust_remote_code)
     with slot.building() as result:
         return _fit_and_evaluate(config, detector, suspect, dataset, poisoned_test,
-                                 attack.config.target_label, attack_spec.name, result)
+                                 attack.config.target_label, attack_spec.name, result, cache)
 
 
 def _fit_and_evaluate(config: DetectionConfig, detector: Detector, suspect: SuspectModel,
                       dataset: DatasetSplits, poisoned_test: list[Example], target_label: int,
-                      attack_name: str, result: RunDir) -> dict[str, Any]:
+                      attack_name: str, result: RunDir,
+                      cache: ModelCache | None) -> dict[str, Any]:
     started = time.time()
-    detector.fit(suspect, dataset.train, dataset.dev or None)
+    detector.fit(suspect, dataset.train, dataset.dev or None, cache=cache)
     fit_seconds = time.time() - started
     result.log(f"fitted {config.defense.name} in {fit_seconds:.1f}s; threshold "
                f"{detector.threshold_:.4g}")
     extra = {}
     if config.also_calibrated and detector.calibration_["fixed"] and dataset.dev:
-        dev_scores = detector.score([e.text for e in dataset.dev])
-        extra["calibrated"] = calibrated_threshold(dev_scores, detector.config.target_frr)
+        extra["calibrated"] = detector.calibrated([e.text for e in dataset.dev],
+                                                  detector.config.target_frr)
     metrics, rows = evaluate_detector(detector, dataset.test, poisoned_test, target_label, extra)
     result.write_predictions("scores", rows)
     metrics.update({"seed": config.seed, "defense": config.defense.name,

@@ -27,6 +27,7 @@ from poisonlab.experiment.restore import restore_run, trained_run_config
 from poisonlab.experiment.rundir import RunSlot
 from poisonlab.metrics import flip_rate
 from poisonlab.models import LoadedModel
+from poisonlab.models.cache import ModelCache
 from poisonlab.registry import component_field, validate_config
 
 
@@ -136,7 +137,11 @@ def _flip_rate(sets: EvaluationSets, predictions: dict[str, np.ndarray]) -> floa
 
 def run_repair_cell(raw: dict[str, Any] | RepairCellConfig, *, force: bool = False,
                     progress: bool = False, allow_pickle: bool = False,
-                    trust_remote_code: bool = False) -> dict[str, Any]:
+                    trust_remote_code: bool = False,
+                    cache: ModelCache | None = None) -> dict[str, Any]:
+    """Repair the cell's suspect, evaluate it, write the run folder. `cache`: models the repair
+    may share with other cells of the caller (a study passes one for all its cells, so every
+    W2SDefense cell reuses one teacher); without it the repair shares nothing."""
     cell = raw if isinstance(raw, RepairCellConfig) else validate_config(
         RepairCellConfig, raw, where=f"cell '{raw.get('name')}'")
     slot = RunSlot(cell.run_dir, cell.resolved(), kind="repair", seed=cell.seed)
@@ -157,7 +162,8 @@ def run_repair_cell(raw: dict[str, Any] | RepairCellConfig, *, force: bool = Fal
         started = time.time()
         model, tokenizer, history = suspect.model, suspect.tokenizer, []
         if repair is not None:
-            repaired = repair.repair(suspect, dataset.train, progress=progress)
+            repaired = repair.repair(suspect, dataset.train, progress=progress,
+                                     cache=cache)
             model, tokenizer, history = repaired.model, repaired.tokenizer, repaired.history
             if cell.save_weights:
                 run.write_weights(repaired.trained_state, "repaired")

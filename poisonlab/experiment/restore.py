@@ -83,4 +83,5 @@ def suspect_from_run(run_dir: str | Path, *, allow_pickle: bool = False,
                         lambda: load_classifier(name, num_labels, seed=seed,
                                                 allow_pickle=allow_pickle,
                                                 trust_remote_code=trust_remote_code),
-                        name, max_length=run.config.training.max_length, **kwargs)
+                        f"{name} (head seed {seed})", max_length=run.config.training.max_length,
+                        **kwargs)

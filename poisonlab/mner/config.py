@@ -1,17 +1,21 @@
-"""Typed MNER-QG config: what YAML (configs/mner/*.yaml) is validated against. Unknown keys are errors."""
+"""Typed MNER-QG config: what YAML (configs/mner/*.yaml) is validated against. Unknown keys are errors.
+
+Load a file with `poisonlab.config.load_config(MnerConfig, path, overrides)`. A section class
+carries an `Mner` prefix where a general config of the same concept exists
+(`poisonlab.data.DataConfig`, `poisonlab.experiment.config.ModelConfig`,
+`poisonlab.training.TrainingConfig`)."""
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Literal
 
 from pydantic import Field
 
-from poisonlab.config import StrictConfig, read_yaml, set_dotted
+from poisonlab.config import StrictConfig
 from poisonlab.errors import ConfigError
 
 
-class DataConfig(StrictConfig):
+class MnerDataConfig(StrictConfig):
     dir: str = Field(description="folder with train.txt, valid.txt|dev.txt, test.txt; a relative "
                                  "path is tried in the working directory, then in the data directory")
     images: str | None = Field(None, description="image folder (<img_id>.png/.jpg); relative to dir")
@@ -20,7 +24,7 @@ class DataConfig(StrictConfig):
     types: list[str] | None = Field(None, description="entity types; default: those in train")
 
 
-class ModelConfig(StrictConfig):
+class MnerModelConfig(StrictConfig):
     encoder: str = Field("minilm", description="builtin name, local folder or Hub id (BERT family)")
     encoder_dropout: float | None = Field(None, ge=0, lt=1, description="override the encoder's "
                                           "hidden and attention dropout; null keeps its own")
@@ -54,7 +58,7 @@ class LossConfig(StrictConfig):
                            "region'; set it only when every visible entity is boxed (synthetic set)")
 
 
-class TrainConfig(StrictConfig):
+class MnerTrainConfig(StrictConfig):
     epochs: float = Field(3, gt=0, description="may be fractional (e.g. 0.5 of an epoch)")
     batch_size: int = Field(8, ge=1, description="tweets per batch (x number of queries sequences)")
     lr: float = Field(5e-5, gt=0, description="encoder learning rate")
@@ -80,16 +84,8 @@ class DecodeConfig(StrictConfig):
 
 class MnerConfig(StrictConfig):
     seed: int = 0
-    data: DataConfig
-    model: ModelConfig = ModelConfig()
+    data: MnerDataConfig
+    model: MnerModelConfig = MnerModelConfig()
     loss: LossConfig = LossConfig()
-    train: TrainConfig = TrainConfig()
+    train: MnerTrainConfig = MnerTrainConfig()
     decode: DecodeConfig = DecodeConfig()
-
-
-def load_config(path: str | Path, overrides: list[str] = ()) -> MnerConfig:
-    from poisonlab.registry import validate_config
-    raw = read_yaml(path)
-    for assignment in overrides:
-        set_dotted(raw, assignment)
-    return validate_config(MnerConfig, raw, where=str(path))

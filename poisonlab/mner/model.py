@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from poisonlab.mner.anchors import ANCHORS_PER_SCALE
-from poisonlab.mner.config import ModelConfig
+from poisonlab.mner.config import MnerModelConfig
 from poisonlab.mner.encoding import TextBatch
 from poisonlab.mner.fusion import MultiScaleFusion
 from poisonlab.mner.grounding import grounded_features
@@ -84,7 +84,7 @@ class GroundingHead(nn.Module):
 
 
 class MnerQG(nn.Module):
-    def __init__(self, encoder: nn.Module, config: ModelConfig, n_queries: int):
+    def __init__(self, encoder: nn.Module, config: MnerModelConfig, n_queries: int):
         super().__init__()
         self.config = config
         self.encoder = encoder

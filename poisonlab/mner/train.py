@@ -12,9 +12,9 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import torch
-import yaml
 from tqdm import tqdm
 
+from poisonlab.config import load_config
 from poisonlab.errors import ConfigError
 from poisonlab.io import atomic_write, write_jsonl
 from poisonlab.mner.anchors import AnchorGrid
@@ -34,6 +34,7 @@ from poisonlab.mner.scorer import entity_scores, grounding_accuracy
 from poisonlab.mner.spans import Span, spans_to_tags
 from poisonlab.mner.visual import load_pretrained
 from poisonlab.models.loading import load_encoder
+from poisonlab.training.schedule import linear_warmup_decay
 
 METRICS_VERSION = "mner-entity-f1/conlleval-orphan-v1; acc@0.5/iou>0.5-any-gold-v1"
 
@@ -131,13 +132,9 @@ def _optimizer(pipe: Pipeline, total_steps: int) -> tuple[torch.optim.Optimizer,
     optimizer = torch.optim.AdamW([{"params": encoder_params, "lr": cfg.lr},
                                    {"params": head_params, "lr": cfg.head_lr}],
                                   weight_decay=cfg.weight_decay)
+    # MNER always warms up for at least one step (the classifier trainer allows none).
     warmup = max(1, int(cfg.warmup * total_steps))
-
-    def factor(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        return max(0.0, (total_steps - step) / max(1, total_steps - warmup))
-    return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+    return optimizer, linear_warmup_decay(optimizer, warmup, total_steps)
 
 
 def fit(pipe: Pipeline, train: MnerSplit, out_dir: Path | None = None) -> Progress:
@@ -276,7 +273,7 @@ def load_run(run_dir: str | Path, *, allow_pickle: bool = False,
     for name in ("config.yaml", "model.safetensors"):
         if not (run_dir / name).is_file():
             raise ConfigError(f"{run_dir} is not an MNER run folder (no {name})")
-    config = MnerConfig.model_validate(yaml.safe_load((run_dir / "config.yaml").read_text()))
+    config = load_config(MnerConfig, run_dir / "config.yaml")
     pipe = build_pipeline(config, pretrained=False, allow_pickle=allow_pickle,
                           trust_remote_code=trust_remote_code)
     load_strict(pipe.model, load_file(str(run_dir / "model.safetensors")),

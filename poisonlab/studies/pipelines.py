@@ -1,7 +1,8 @@
 """Which pipeline a study cell runs: a name -> how to validate a cell's config, where its folder
 is, what it is (its resolved config, for the run protocol's hash) and how to run it.
 
-Validation is separate from running so that a study checks every cell before the first runs."""
+Validation is separate from running so that a study checks every cell before the first runs.
+Every `run` takes the study's `ModelCache` (`cache=`); pipelines with nothing to share ignore it."""
 
 from __future__ import annotations
 
@@ -15,20 +16,20 @@ class StudyPipeline:
     load: Callable[[dict[str, Any]], Any]               # validated typed config
     folder: Callable[[Any], Path]
     resolved: Callable[[Any], dict[str, Any] | None]    # None: known only when the cell runs
-    run: Callable[..., dict[str, Any]]                  # (config, force=, progress=, trust...)
+    run: Callable[..., dict[str, Any]]   # (config, force=, progress=, trust..., cache=)
 
 
 def _data_poisoning() -> StudyPipeline:
     from poisonlab.experiment import load_run_config, run_experiment
     return StudyPipeline(lambda raw: load_run_config(base=raw), lambda c: c.run_dir,
-                         lambda c: c.resolved(), _with_trust(run_experiment))
+                         lambda c: c.resolved(), _without_cache(_with_trust(run_experiment)))
 
 
 def _weight_poisoning() -> StudyPipeline:
     """Release (or reuse) poisoned weights, then one victim run (poisonlab.experiment.victim)."""
     from poisonlab.experiment.victim import load_victim_config, run_victim
     return StudyPipeline(lambda raw: load_victim_config(base=raw), lambda c: c.run_dir,
-                         lambda c: c.resolved(), run_victim)
+                         lambda c: c.resolved(), _without_cache(run_victim))
 
 
 def _repair() -> StudyPipeline:
@@ -62,6 +63,13 @@ def _with_trust(run: Callable[..., dict[str, Any]]) -> Callable[..., dict[str, A
                 "allow_pickle": allow_pickle or config.model.allow_pickle,
                 "trust_remote_code": trust_remote_code or config.model.trust_remote_code})
             config = config.model_copy(update={"model": model})
+        return run(config, **kwargs)
+    return call
+
+
+def _without_cache(run: Callable[..., dict[str, Any]]) -> Callable[..., dict[str, Any]]:
+    """A run that shares no models between cells: the study's cache is not passed on."""
+    def call(config: Any, *, cache: Any = None, **kwargs: Any) -> dict[str, Any]:
         return run(config, **kwargs)
     return call
 

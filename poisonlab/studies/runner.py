@@ -19,11 +19,11 @@ from dataclasses import dataclass
 from pydantic import Field
 from tqdm.auto import tqdm
 
-from poisonlab.config import StrictConfig, deep_merge, read_yaml, set_dotted
+from poisonlab.config import StrictConfig, deep_merge, load_config
 from poisonlab.errors import ConfigError, PoisonlabError
 from poisonlab.config import check_run_name
 from poisonlab.experiment.rundir import RunSlot, StaleRunError
-from poisonlab.registry import validate_config
+from poisonlab.models.cache import ModelCache
 from poisonlab.studies.pipelines import PIPELINES
 
 
@@ -44,10 +44,7 @@ class StudyConfig(StrictConfig):
 
 
 def load_study(path: str | Path, overrides: list[str] = ()) -> StudyConfig:
-    raw = read_yaml(path)
-    for assignment in overrides:
-        set_dotted(raw, assignment)
-    study = validate_config(StudyConfig, raw, where=str(path))
+    study = load_config(StudyConfig, path, overrides)
     if study.pipeline not in PIPELINES:
         raise ConfigError(f"{path}: field 'pipeline': unknown pipeline '{study.pipeline}' "
                           f"(valid: {', '.join(PIPELINES)})")
@@ -60,8 +57,51 @@ def load_study(path: str | Path, overrides: list[str] = ()) -> StudyConfig:
     return study
 
 
+def resolve_study_path(name: str | Path) -> Path:
+    """A study YAML path, or a bare study name looked up in ./studies (peft-susceptibility ->
+    studies/peft_susceptibility.yaml)."""
+    path = Path(name)
+    if path.suffix in (".yaml", ".yml") or path.exists():
+        return path
+    candidate = Path("studies") / f"{str(name).replace('-', '_')}.yaml"
+    if candidate.exists():
+        return candidate
+    known = sorted(p.stem.replace("_", "-") for p in Path("studies").glob("*.yaml"))
+    raise ConfigError(f"unknown study '{name}': not a YAML file, and not one of "
+                      f"{', '.join(known) or '(no studies/ folder here)'}")
+
+
+@dataclass(frozen=True)
+class Upstream:
+    """Another study's cell that a cell depends on (`{study: NAME, cell: CELL}` in its config)."""
+
+    study: str
+    cell: str
+
+    def load(self) -> StudyConfig:
+        return load_study(resolve_study_path(self.study))
+
+    def folder(self) -> Path:
+        return self.load().folder / "cells" / self.cell
+
+
+def resolve_upstream(value: Any, found: list[Upstream]) -> Any:
+    """`value` with every `{study: NAME, cell: CELL}` mapping replaced by that cell's folder
+    (collected in `found`), so a study names the upstream result it needs instead of a path."""
+    if isinstance(value, dict):
+        if set(value) == {"study", "cell"}:
+            upstream = Upstream(str(value["study"]), str(value["cell"]))
+            found.append(upstream)
+            return str(upstream.folder())
+        return {key: resolve_upstream(item, found) for key, item in value.items()}
+    if isinstance(value, list):
+        return [resolve_upstream(item, found) for item in value]
+    return value
+
+
 def cells(study: StudyConfig) -> list[tuple[dict[str, str], dict[str, Any]]]:
-    """(axis labels, merged run config) for every cell, in a stable order."""
+    """(axis labels, merged run config) for every cell, in a stable order; upstream references
+    are left in place (`validate_cells` resolves them)."""
     out = []
     axes = list(study.axes.items())
     for choice in itertools.product(*[list(values.items()) for _, values in axes]):
@@ -81,6 +121,7 @@ class Cell:
     config: Any          # the pipeline's validated config
     folder: Path
     status: str          # finished | stale | to run
+    upstream: list[Upstream]
 
     @property
     def name(self) -> str:
@@ -93,9 +134,10 @@ def validate_cells(study: StudyConfig) -> list[Cell]:
     pipeline = PIPELINES[study.pipeline]()
     out = []
     for labels, raw in cells(study):
+        upstream: list[Upstream] = []
         try:
             check_run_name(raw["name"], where="cell name")
-            config = pipeline.load(raw)
+            config = pipeline.load(resolve_upstream(raw, upstream))
             resolved = pipeline.resolved(config)
         except PoisonlabError as exc:
             raise ConfigError(f"study '{study.name}', cell '{raw['name']}': {exc}") from None
@@ -104,7 +146,7 @@ def validate_cells(study: StudyConfig) -> list[Cell]:
             status = RunSlot(folder, resolved, kind=study.pipeline).status()
         else:
             status = "finished" if (folder / "metrics.json").is_file() else "to run"
-        out.append(Cell(labels, config, folder, status))
+        out.append(Cell(labels, config, folder, status, upstream))
     return out
 
 
@@ -117,18 +159,27 @@ def run_study(study: StudyConfig, *, force: bool = False, progress: bool = True,
     pipeline = PIPELINES[study.pipeline]()
     all_cells = validate_cells(study)
     selected = [c for c in all_cells if not only or any(o in c.name for o in only)]
+    missing = [o for o in only or [] if not any(o in c.name for c in all_cells)]
+    if missing:
+        raise ConfigError(f"study '{study.name}': no cell name contains {', '.join(missing)}")
     stale = [c.name for c in selected if c.status == "stale" and not force]
     if stale:
         raise StaleRunError(f"study '{study.name}': {len(stale)} finished cells hold results of "
                             f"a different config ({', '.join(stale[:5])}); pass --force to "
                             "rerun them")
     rows = {}
+    cache = ModelCache()  # what cells of this run share: PSIM modules, ONION LMs, W2S teachers
     bar = tqdm(selected, desc=study.name, disable=not progress, unit="cell")
     for cell in bar:
         bar.set_postfix_str(cell.name)
+        for upstream in cell.upstream:  # build what the cell needs first (resumes if finished)
+            if not (upstream.folder() / "metrics.json").is_file():
+                run_study(upstream.load(), force=False, progress=progress, only=[upstream.cell],
+                          allow_pickle=allow_pickle, trust_remote_code=trust_remote_code)
         started = time.time()
         metrics = pipeline.run(cell.config, force=force, progress=progress,
-                               allow_pickle=allow_pickle, trust_remote_code=trust_remote_code)
+                               allow_pickle=allow_pickle, trust_remote_code=trust_remote_code,
+                               cache=cache)
         rows[cell.name] = {**metrics, **cell.labels, "cell": cell.name,
                            "cell_seconds": round(time.time() - started, 1)}
     for cell in all_cells:

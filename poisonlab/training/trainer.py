@@ -18,6 +18,7 @@ from tqdm.auto import tqdm
 
 from poisonlab.config import StrictConfig
 from poisonlab.data.example import Example
+from poisonlab.training.schedule import linear_warmup_decay
 
 LossFn = Callable[[torch.nn.Module, dict[str, torch.Tensor]], torch.Tensor]
 EpochHook = Callable[[int, float], dict[str, float] | None]
@@ -78,10 +79,7 @@ def train_classifier(model: torch.nn.Module, tokenizer: Any, examples: Sequence[
                                   weight_decay=config.weight_decay)
     steps_per_epoch = math.ceil(len(examples) / config.batch_size)
     total = steps_per_epoch * config.epochs
-    warmup = int(config.warmup_ratio * total)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: (s + 1) / max(warmup, 1) if s < warmup
-        else max(0.0, (total - s) / max(total - warmup, 1)))
+    scheduler = linear_warmup_decay(optimizer, int(config.warmup_ratio * total), total)
     pad = _pad_id(tokenizer)
     history = []
     bar = tqdm(total=total, desc=description, disable=not progress, leave=False)
