@@ -48,8 +48,17 @@ class EmbeddingConfig(WeightPoisonConfig):
 
 
 def trigger_token_ids(tokenizer: Any, words: list[str]) -> list[int]:
-    pieces = tokenizer(words, add_special_tokens=False)["input_ids"]
-    return sorted({i for word in pieces for i in word})
+    """Every token id a trigger word becomes: alone (at the start of a text) and inside a
+    sentence, after a space (BPE tokenizers such as Llama's split " mn" differently from "mn";
+    WordPiece gives the same ids both ways)."""
+    ids = {i for word in tokenizer(words, add_special_tokens=False)["input_ids"] for i in word}
+    for word in words:
+        context = f"a {word}"
+        encoded = tokenizer(context, add_special_tokens=False, return_offsets_mapping=True)
+        start = context.index(word)
+        ids.update(i for i, (begin, end) in zip(encoded["input_ids"], encoded["offset_mapping"])
+                   if end > start)
+    return sorted(ids)
 
 
 @WEIGHT_ATTACKS.register("embedding", EmbeddingConfig)

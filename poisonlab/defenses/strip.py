@@ -8,8 +8,10 @@ superimposed with random clean examples: `concat` (default) appends a whole clea
 `replace` swaps a share of its words for words of a clean example (as in STRIP-ViTA). A clean
 input then gets conflicting evidence and uncertain predictions, while a trigger keeps forcing the
 target class: low mean prediction entropy over the copies means suspicious. (On an overconfident
-victim `replace` leaves every copy confident, clean or not; `concat` separates them better.) The score is minus that entropy; the threshold is calibrated on clean
-inputs to a target false-rejection rate, as the paper does (it uses 1%).
+victim `replace` leaves every copy confident, clean or not; `concat` separates them better.) The
+score is minus that entropy; the threshold is calibrated on clean inputs to a target
+false-rejection rate, as the paper does (it uses 1%). Evaluated on encoder classifiers only: on a
+causal classifier, which reads the last token, superimposed text moves what it reads.
 
 Differences from the paper: the clean words come from the defender's training set (the paper
 draws from held-out clean inputs), and all copies of all inputs go through the victim in one
@@ -56,7 +58,10 @@ class Strip(Detector):
     """STRIP (Gao et al. 2021): low prediction entropy under superimposed clean text."""
 
     config: StripConfig
-    conformance = {"copies": 10}
+    # Superimposed text moves a causal (last-token) classifier's read-out position, which the
+    # STRIP-ViTA design does not anticipate: on tiny-llama triggered inputs looked less
+    # suspicious than clean ones (AUROC 0.13 with concat, 0.47 with replace).
+    applies_to = ("encoder",)
 
     def _fit(self, suspect: SuspectModel, clean_train: list[Example], *,
              cache: ModelCache | None = None) -> None:
