@@ -11,7 +11,7 @@ ROOT = Path(__file__).parents[1] / "poisonlab"
 # Lowest first; a module may import its own package and any lower layer. Within the component
 # layer, packages may import each other as long as the graph stays acyclic.
 LAYERS = [
-    {"errors", "io", "config", "settings", "registry", "seeding", "metrics"},
+    {"errors", "io", "config", "settings", "registry", "seeding", "metrics", "runtime"},
     {"models", "data", "tuning", "training", "icl", "attacks", "defenses", "mner"},
     {"experiment"},
     {"report"},
