@@ -2,12 +2,15 @@
 against the naive batch that repeats each image for every query row.
 
 Same model, same synthetic tweets, forward + backward per batch, measured in one process; the two
-are interleaved over several rounds and each keeps its best round. The outputs must agree (the
-naive path is the same computation on repeated images). Target: ratio >= 1.2 with MiniLM, four
+are interleaved over several rounds (the order flips every round) and each keeps its best round;
+torch's thread count is pinned. The ratio is printed in wall-clock and in this process's CPU time
+(steadier on a shared machine when one thread is pinned), with the load average, and a warning
+beside it when the machine was busy (a 1-minute load, less this benchmark's threads, above half
+the cores). The outputs must agree (the naive path is the same computation on repeated images). Target: ratio >= 1.2 with MiniLM, four
 queries and 256-pixel images (FAOA's input scale). The gain is the CNN's share of a step: measured
 1.32x at 256 px, 1.05x at the model's default 128 px, 2.3x with the tests' tiny-bert at 128 px.
 
-    python bench/mner_image_sharing.py [--encoder minilm] [--tweets 32] [--rounds 3]
+    python bench/mner_image_sharing.py [--encoder minilm] [--tweets 32] [--rounds 3] [--threads 1]
 """
 
 from __future__ import annotations
@@ -28,9 +31,19 @@ from poisonlab.mner.synthetic import generate  # noqa: E402
 from poisonlab.mner.train import build_pipeline, load_data, make_batch  # noqa: E402
 
 
-def timed_pass(model, batches, repeat_images: bool) -> tuple[float, torch.Tensor]:
-    """Seconds for forward + backward over `batches`, and the last batch's start logits."""
-    started = time.perf_counter()
+def load_line(own_threads: int) -> tuple[str, bool]:
+    """The load average and whether the machine is busy: a 1-minute load, less this benchmark's
+    own threads, above half the cores."""
+    one, five, fifteen = os.getloadavg()
+    cores = os.cpu_count() or 1
+    return f"load average {one:.2f} / {five:.2f} / {fifteen:.2f} on {cores} cores", \
+        one - own_threads > 0.5 * cores
+
+
+def timed_pass(model, batches, repeat_images: bool) -> tuple[float, float, torch.Tensor]:
+    """Wall-clock and CPU seconds for forward + backward over `batches`, and the last batch's
+    start logits."""
+    started, cpu = time.perf_counter(), time.process_time()
     for batch in batches:
         images = batch.images
         if repeat_images:
@@ -38,7 +51,7 @@ def timed_pass(model, batches, repeat_images: bool) -> tuple[float, torch.Tensor
         out = model(batch.text, images)
         model.zero_grad()
         (out.start.sum() + sum(g.sum() for g in out.grounding)).backward()
-    return time.perf_counter() - started, out.start.detach()
+    return time.perf_counter() - started, time.process_time() - cpu, out.start.detach()
 
 
 def main() -> None:
@@ -48,7 +61,9 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--image-size", type=int, default=256)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (pinned)")
     args = parser.parse_args()
+    torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory() as folder, warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the generator's missing and corrupt images
         generate(folder, n_train=args.tweets, n_valid=1, n_test=1)
@@ -61,18 +76,31 @@ def main() -> None:
         batches = [make_batch(pipe, train, list(range(s, min(s + args.batch_size, len(train)))))
                    for s in range(0, len(train), args.batch_size)]
     pipe.model.eval()  # no dropout: both paths must give the same numbers
+    timed_pass(pipe.model, batches[:1], False)  # warm-up
+    before, busy_any = load_line(0)
     best = {"repeated images": float("inf"), "shared (poisonlab)": float("inf")}
+    best_cpu = dict(best)
     logits = {}
-    for _ in range(args.rounds):
-        for name in best:
-            seconds, logits[name] = timed_pass(pipe.model, batches, name == "repeated images")
-            best[name] = min(best[name], seconds)
+    for round_ in range(args.rounds):
+        for name in (list(best) if round_ % 2 == 0 else list(best)[::-1]):
+            seconds, cpu, logits[name] = timed_pass(pipe.model, batches,
+                                                    name == "repeated images")
+            best[name], best_cpu[name] = min(best[name], seconds), min(best_cpu[name], cpu)
+            line, busy = load_line(args.threads)
+            busy_any |= busy
+            print(f"round {round_ + 1} {name}: {seconds:.2f}s wall, {cpu:.2f}s CPU ({line})",
+                  flush=True)
     gap = (logits["repeated images"] - logits["shared (poisonlab)"]).abs().max().item()
     rows = args.tweets * len(config.data.types)
+    print(f"{torch.get_num_threads()} threads (pinned), best of {args.rounds} alternating rounds;"
+          f" before: {before}; after: {load_line(args.threads)[0]}")
     for name, seconds in best.items():
         print(f"{name:>20}: {rows / seconds:7.1f} query rows/s")
-    print(f"ratio {best['repeated images'] / best['shared (poisonlab)']:.2f}x "
-          f"(target >= 1.2 at 256 px); largest logit difference {gap:.1e}")
+    warning = ("   WARNING: the machine was busy (1-minute load, less this benchmark's threads, "
+               "above half the cores): the ratio is unreliable" if busy_any else "")
+    print(f"ratio {best['repeated images'] / best['shared (poisonlab)']:.2f}x wall-clock, "
+          f"{best_cpu['repeated images'] / best_cpu['shared (poisonlab)']:.2f}x CPU time "
+          f"(target >= 1.2 at 256 px); largest logit difference {gap:.1e}{warning}")
 
 
 if __name__ == "__main__":

@@ -2,57 +2,95 @@
 length buckets (ours) vs the naive computation (one forward pass, batch size 1, per text and per
 leave-one-out variant), on the same texts and language model, in one run.
 
-    python bench/onion_throughput.py [--model smollm2-135m] [--dataset sst2] [--texts 48]
+    python bench/onion_throughput.py [--model smollm2-135m] [--texts 16] [--rounds 2] [--threads 1]
 
-Prints both rates, the ratio (target >= 4x) and the largest relative score difference."""
+The two arms alternate over `--rounds` (the order flips every round) and each keeps its best
+round; torch's thread count is pinned. Prints the load average, both rates, the ratio (target
+>= 4x) in wall-clock time and in this process's CPU time (steadier than the wall clock on a shared
+machine when one thread is pinned), with a warning beside it when the machine was busy (a
+1-minute load, less this benchmark's threads, above half the cores), and the largest relative
+score difference."""
 
 from __future__ import annotations
 
 import argparse
+import os
 import time
 
 import numpy as np
 import torch
 
-from poisonlab.data import load_dataset
-from poisonlab.defenses.detect_perplexity import LeaveOneOutPerplexity, naive_suspicion
-from poisonlab.models import load_causal_lm
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+
+from poisonlab.data import load_dataset  # noqa: E402
+from poisonlab.defenses.detect_perplexity import (LeaveOneOutPerplexity,  # noqa: E402
+                                                  naive_suspicion)
+from poisonlab.models import load_causal_lm  # noqa: E402
+
+
+def load_line(own_threads: int) -> tuple[str, bool]:
+    """The load average and whether the machine is busy: a 1-minute load, less this benchmark's
+    own threads, above half the cores."""
+    one, five, fifteen = os.getloadavg()
+    cores = os.cpu_count() or 1
+    return f"load average {one:.2f} / {five:.2f} / {fifteen:.2f} on {cores} cores", \
+        one - own_threads > 0.5 * cores
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="smollm2-135m")
     parser.add_argument("--dataset", default="sst2")
-    parser.add_argument("--texts", type=int, default=48)
+    parser.add_argument("--texts", type=int, default=16)
     parser.add_argument("--batch-tokens", type=int, default=4096)
-    parser.add_argument("--rounds", type=int, default=1, help="alternating rounds (best kept)")
-    parser.add_argument("--threads", type=int)
+    parser.add_argument("--rounds", type=int, default=2, help="alternating rounds (best kept)")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (pinned)")
     args = parser.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    torch.set_num_threads(args.threads)
     texts = [e.text for e in load_dataset(args.dataset).test[:args.texts]]
     lm = load_causal_lm(args.model)
     LeaveOneOutPerplexity(lm).suspicion(texts[:2])  # warm-up
     variants = sum(len(t.split()) for t in texts)
+    before, busy_any = load_line(0)
 
-    # alternate the two paths and keep each one's best round (the load of a shared machine
-    # changes between measurements); a fresh scorer each round, so nothing is memoised
-    ours_s = naive_s = float("inf")
-    for _ in range(args.rounds):
-        start = time.perf_counter()
-        ours = LeaveOneOutPerplexity(lm, batch_tokens=args.batch_tokens).suspicion(texts)
-        ours_s = min(ours_s, time.perf_counter() - start)
-        start = time.perf_counter()
-        naive = naive_suspicion(LeaveOneOutPerplexity(lm), texts)
-        naive_s = min(naive_s, time.perf_counter() - start)
+    # a fresh scorer each round, so nothing is memoised
+    arms = {
+        "naive (per variant)": lambda: naive_suspicion(LeaveOneOutPerplexity(lm), texts),
+        "batched + cached": lambda: LeaveOneOutPerplexity(
+            lm, batch_tokens=args.batch_tokens).suspicion(texts),
+    }
+    best = {name: float("inf") for name in arms}
+    best_cpu = dict(best)
+    scores = {}
+    for round_ in range(args.rounds):
+        names = list(arms) if round_ % 2 == 0 else list(arms)[::-1]
+        for name in names:
+            wall, cpu = time.perf_counter(), time.process_time()
+            scores[name] = arms[name]()
+            seconds, cpu = time.perf_counter() - wall, time.process_time() - cpu
+            best[name], best_cpu[name] = min(best[name], seconds), min(best_cpu[name], cpu)
+            line, busy = load_line(args.threads)
+            busy_any |= busy
+            print(f"round {round_ + 1} {name}: {seconds:.2f}s wall, {cpu:.2f}s CPU ({line})",
+                  flush=True)
 
+    naive, ours = scores["naive (per variant)"], scores["batched + cached"]
     difference = max(float(np.max(np.abs(a - b) / np.maximum(1.0, np.abs(b)), initial=0.0))
                      for a, b in zip(ours, naive))
+    after, _ = load_line(args.threads)
+    ratio = best["naive (per variant)"] / best["batched + cached"]
+    cpu_ratio = best_cpu["naive (per variant)"] / best_cpu["batched + cached"]
     print(f"model {args.model}, {len(texts)} {args.dataset} texts, {variants} leave-one-out "
-          f"variants, {torch.get_num_threads()} threads")
-    print(f"naive (per variant): {variants / naive_s:8.1f} variants/s ({naive_s:.2f}s)")
-    print(f"batched + cached:    {variants / ours_s:8.1f} variants/s ({ours_s:.2f}s)")
-    print(f"ratio: {naive_s / ours_s:.2f}x (target >= 4x)")
+          f"variants, {torch.get_num_threads()} threads (pinned), best of {args.rounds} "
+          f"alternating rounds")
+    print(f"before: {before}; after: {after}")
+    for name, seconds in best.items():
+        print(f"{name:>20}: {variants / seconds:8.1f} variants/s ({seconds:.2f}s wall, "
+              f"{best_cpu[name]:.2f}s CPU)")
+    warning = ("   WARNING: the machine was busy (1-minute load, less this benchmark's threads, "
+               "above half the cores): the ratio is unreliable" if busy_any else "")
+    print(f"ratio: {ratio:.2f}x wall-clock, {cpu_ratio:.2f}x CPU time (target >= 4x){warning}")
     print(f"largest relative score difference: {difference:.2e}")
 
 

@@ -7,12 +7,17 @@ the `runtime:` section of a run config and hand it to the training loop and pred
 main process writes files. The defaults keep the CPU behaviour of a plain `poisonlab run`: one
 process, fp32, no accumulation.
 
-`environment.json` records what actually ran (`Runtime.describe`), not what was asked for."""
+`environment.json` records what actually ran (`Runtime.describe`), not what was asked for.
+
+Several processes are data parallel (DDP): every process holds the whole model, sees its own
+shard of each batch, and DDP averages the gradients. DeepSpeed and FSDP launches are refused by
+the classifier trainer (`check_data_parallel`)."""
 
 from __future__ import annotations
 
 import contextlib
-from typing import Any, Iterator, Literal
+import inspect
+from typing import Any, Iterator, Literal, TypeVar
 
 import torch
 from pydantic import Field
@@ -36,11 +41,22 @@ class RuntimeConfig(StrictConfig):
     tf32: bool = Field(False, description="allow TF32 matmuls on Ampere+ GPUs")
 
 
+T = TypeVar("T")
+
+
 def model_device(model: torch.nn.Module) -> torch.device:
     """The device a model's parameters live on (inputs go there)."""
     for parameter in model.parameters():
         return parameter.device
     return torch.device("cpu")
+
+
+def runtime_argument(method: Any, runtime: "Runtime | None") -> dict[str, Any]:
+    """`{"runtime": runtime}` when a component's method takes one (it trains through it); a
+    method that does not runs on its model's device, in one process, in fp32."""
+    if runtime is None or "runtime" not in inspect.signature(method).parameters:
+        return {}
+    return {"runtime": runtime}
 
 
 class Runtime:
@@ -52,9 +68,17 @@ class Runtime:
 
     @property
     def accelerator(self) -> Any:
-        if self._accelerator is None:
+        if self._accelerator is None or not self._state_is_mine():
             self._accelerator = self._make_accelerator()
         return self._accelerator
+
+    def _state_is_mine(self) -> bool:
+        """accelerate's process-wide state still has this runtime's precision (a later runtime
+        of another precision in the same process rebuilt it: see `_forget_other_settings`)."""
+        from accelerate.state import AcceleratorState
+        shared = AcceleratorState._shared_state
+        return shared.get("_mixed_precision", self.config.mixed_precision) == \
+            self.config.mixed_precision and bool(shared)
 
     def _make_accelerator(self) -> Any:
         from accelerate import Accelerator
@@ -65,13 +89,24 @@ class Runtime:
         if cfg.device == "mps" and not torch.backends.mps.is_available():
             raise ConfigError("runtime.device is 'mps' but MPS is not available here; use "
                               "device: auto or cpu")
-        if cfg.mixed_precision == "fp16" and cfg.device == "cpu":
+        cpu = cfg.device == "cpu" or (cfg.device == "auto" and not torch.cuda.is_available()
+                                      and not torch.backends.mps.is_available())
+        if cfg.mixed_precision == "fp16" and cpu:
             raise ConfigError("runtime.mixed_precision fp16 needs a GPU; on a CPU use bf16 or no")
         if cfg.tf32 and torch.cuda.is_available():
             torch.backends.cuda.matmul.allow_tf32 = True
             torch.backends.cudnn.allow_tf32 = True
-        return Accelerator(cpu=cfg.device == "cpu", mixed_precision=cfg.mixed_precision,
+        _forget_other_settings(cfg.mixed_precision, cpu)
+        # auto on a machine without CUDA is cpu=True, so that several launched processes join
+        # one gloo group instead of each running alone
+        return Accelerator(cpu=cpu, mixed_precision=cfg.mixed_precision,
                            gradient_accumulation_steps=cfg.gradient_accumulation_steps)
+
+    def check(self) -> "Runtime":
+        """Build the accelerator now: a device that is not here is a ConfigError before a job
+        writes anything."""
+        self.accelerator
+        return self
 
     @property
     def device(self) -> torch.device:
@@ -89,13 +124,62 @@ class Runtime:
     def is_main_process(self) -> bool:
         return self.accelerator.is_main_process
 
+    @property
+    def distributed(self) -> bool:
+        """Several processes (the model is data parallel; only the main one writes)."""
+        return self.num_processes > 1
+
     def wait_for_everyone(self) -> None:
         self.accelerator.wait_for_everyone()
 
     @contextlib.contextmanager
     def autocast(self) -> Iterator[None]:
+        if self.config.mixed_precision == "no":  # nothing to enter: the default costs nothing
+            yield
+            return
         with self.accelerator.autocast():
             yield
+
+    def place(self, model: T) -> T:
+        """Move a model to this runtime's device, unless its loader already placed it (a
+        `device_map` dispatch or quantized weights stay where they are)."""
+        if getattr(model, "hf_device_map", None) or getattr(model, "is_quantized", False) \
+                or getattr(model, "is_loaded_in_4bit", False) \
+                or getattr(model, "is_loaded_in_8bit", False):
+            return model
+        device = self.device
+        if model_device(model) != device:  # type: ignore[arg-type]
+            model.to(device)  # type: ignore[attr-defined]
+        return model
+
+    def broadcast(self, value: T) -> T:
+        """The main process's `value` (any picklable object), on every process."""
+        if not self.distributed:
+            return value
+        from accelerate.utils import broadcast_object_list
+        return broadcast_object_list([value if self.is_main_process else None])[0]
+
+    def gather(self, tensor: torch.Tensor) -> torch.Tensor:
+        """Every process's tensor (equal shapes), concatenated along dim 0 in process order."""
+        if not self.distributed:
+            return tensor
+        return self.accelerator.gather(tensor.to(self.device).contiguous())
+
+    def sum(self, value: float) -> float:
+        """The sum of `value` over processes."""
+        if not self.distributed:
+            return value
+        total = torch.tensor([value], dtype=torch.float64, device=self.device)
+        return float(self.accelerator.reduce(total, reduction="sum").item())
+
+    def check_data_parallel(self) -> None:
+        """The classifier trainer runs one process or DDP; a sharding launcher (DeepSpeed, FSDP,
+        Megatron) would need sharded saving and loading that poisonlab does not do."""
+        kind = str(getattr(self.accelerator.distributed_type, "value", self.accelerator.distributed_type))
+        if kind.upper() in ("DEEPSPEED", "FSDP", "MEGATRON_LM", "XLA"):
+            raise ConfigError(f"this job was launched with {kind}; poisonlab trains classifiers "
+                              "in one process or data parallel (DDP) only: launch without the "
+                              "DeepSpeed/FSDP plugin (e.g. accelerate launch --multi_gpu)")
 
     def describe(self) -> dict[str, Any]:
         """What actually runs: for environment.json."""
@@ -107,3 +191,18 @@ class Runtime:
                 "gradient_accumulation_steps": self.config.gradient_accumulation_steps,
                 "gradient_checkpointing": self.config.gradient_checkpointing,
                 "tf32": bool(self.config.tf32 and device.type == "cuda")}
+
+
+def _forget_other_settings(mixed_precision: str, cpu: bool) -> None:
+    """accelerate keeps one process-wide state and refuses an Accelerator whose precision (or
+    CPU choice) differs from the first one's; a process that runs jobs one after another (a
+    study, the tests) gets the settings of each job. The process group of a launched job is
+    kept: only a single-process state is rebuilt for another device."""
+    from accelerate.state import AcceleratorState, PartialState
+    if not AcceleratorState._shared_state:
+        return
+    state = AcceleratorState()
+    device_differs = (state.device.type == "cpu") != cpu
+    if getattr(state, "_mixed_precision", mixed_precision) != mixed_precision or device_differs:
+        single = PartialState().num_processes == 1
+        AcceleratorState._reset_state(reset_partial_state=single and device_differs)

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from poisonlab import metrics as M
 from poisonlab.data.example import Example
@@ -81,6 +82,34 @@ def test_cached_prefix_scores_equal_plain_scores(tiny, mode):
     zero_shot = [LabelScorer(tiny, verbalizer, mode=mode, use_cache=c).score("", queries)
                  for c in (True, False)]
     np.testing.assert_allclose(zero_shot[0], zero_shot[1], atol=1e-4, rtol=0)
+
+
+def test_prefix_cache_is_shared_read_only_and_its_pass_keeps_one_logit(tiny):
+    """The prefix pass sends one position through the LM head; every batch sees the prefix cache
+    as expanded views (no copy), and scoring on them leaves the prefix cache as it was."""
+    from poisonlab.icl.scoring import shared_prefix_cache
+    from poisonlab.runtime import model_device
+    scorer = LabelScorer(tiny, Verbalizer.from_lists(WORDS2))
+    prefix_ids = tiny.tokenizer("A dull film . It was bad.\nA fun ride . It was good.\n").input_ids
+    head_rows = []
+    hook = tiny.model.get_output_embeddings().register_forward_hook(
+        lambda module, args, out: head_rows.append(args[0].shape[1]))
+    try:
+        cache = scorer._prefix_cache(prefix_ids, model_device(tiny.model))
+    finally:
+        hook.remove()
+    assert head_rows == [1]
+    before = [(layer.keys.clone(), layer.values.clone()) for layer in cache.layers]
+    shared = shared_prefix_cache(cache, 3)
+    for view, layer in zip(shared.layers, cache.layers):
+        assert view.keys.shape[0] == 3 and view.keys.data_ptr() == layer.keys.data_ptr()
+        assert view.keys.stride(0) == 0  # a view, not a copy
+    with torch.inference_mode():
+        tiny.model(input_ids=torch.tensor([[5, 6], [7, 8], [9, 10]]), cache=shared,
+                   use_cache=True)
+    for (keys, values), layer in zip(before, cache.layers):
+        assert torch.equal(keys, layer.keys) and torch.equal(values, layer.values)
+        assert layer.keys.shape[0] == 1
 
 
 def test_template_query_stops_before_label_and_keeps_braces():

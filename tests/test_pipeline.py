@@ -75,3 +75,52 @@ def test_atomic_write_keeps_the_old_file_when_writing_fails(tmp_path):
     with pytest.raises(RuntimeError):
         atomic_write(target, explode)
     assert target.read_text() == "old" and list(tmp_path.iterdir()) == [target]
+
+
+def test_the_last_epoch_is_evaluated_once_and_training_time_excludes_evaluation(
+        synthetic_dir, tmp_path, monkeypatch):
+    import time
+
+    import poisonlab.experiment.pipeline as pipeline
+    calls = []
+    measure = pipeline.evaluate
+
+    def slow_evaluate(*args, **kwargs):
+        calls.append(1)
+        time.sleep(1.0)
+        return measure(*args, **kwargs)
+    monkeypatch.setattr(pipeline, "evaluate", slow_evaluate)
+    training = {"epochs": 2, "learning_rate": 3e-3, "max_length": 16}
+    every = run_experiment(config(synthetic_dir, tmp_path, name="every", training=training),
+                           progress=False)
+    assert len(calls) == 2
+    assert every["train_seconds"] <= every["total_seconds"] - 2.0
+    once = run_experiment(config(synthetic_dir, tmp_path, name="once", training=training,
+                                 eval_every_epoch=False), progress=False)
+    assert len(calls) == 3
+    assert (every["clean_accuracy"], every["attack_success_rate"]) == (
+        once["clean_accuracy"], once["attack_success_rate"])
+    assert every["history"][-1]["clean_accuracy"] == every["clean_accuracy"]
+    read = lambda name: (tmp_path / "runs" / name / "predictions.jsonl").read_text()
+    assert read("every") == read("once")
+
+
+def test_epoch_batches_keep_the_order_by_default_and_group_lengths_on_request():
+    import random
+
+    from poisonlab.training.trainer import epoch_batches
+    plain = epoch_batches(100, 16, random.Random(0))
+    order = list(range(100))
+    random.Random(0).shuffle(order)
+    assert plain == [order[i:i + 16] for i in range(0, 100, 16)]  # the order runs always had
+
+    lengths = [random.Random(i).randint(5, 120) for i in range(1000)]
+    grouped = epoch_batches(1000, 16, random.Random(0), lengths)
+    assert sorted(i for batch in grouped for i in batch) == list(range(1000))
+    assert sorted(len(b) for b in grouped) == [8] + [16] * 62
+    padding = lambda batches: sum(len(b) * max(lengths[i] for i in b) - sum(lengths[i] for i in b)
+                                  for b in batches)
+    assert padding(grouped) < padding(epoch_batches(1000, 16, random.Random(0))) / 5
+    assert grouped == epoch_batches(1000, 16, random.Random(0), lengths)
+    first = [lengths[b[0]] for b in grouped[:8]]
+    assert first != sorted(first, reverse=True)  # the batches themselves are shuffled

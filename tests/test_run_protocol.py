@@ -243,3 +243,34 @@ def test_a_study_builds_the_upstream_cell_it_names(synthetic_dir, tmp_path, caps
     assert (victim_folder / "metrics.json").is_file()
     metrics = json.loads((tmp_path / "out/detect/cells/strip__full/metrics.json").read_text())
     assert metrics["victim"] == str(victim_folder)
+
+
+def test_run_folders_of_the_previous_version_keep_their_hash():
+    """Hashes recorded by poisonlab before the `runtime:` section and `group_by_length` existed:
+    those fields at their defaults are not part of what a run is; other values are."""
+    from poisonlab.experiment.rundir import config_hash, differing_fields
+    from poisonlab.experiment.victim import load_victim_config
+    run = load_run_config(base={
+        "name": "old", "data": {"name": "sst2", "train_size": 100}, "model": {"name": "tiny-bert"},
+        "attack": {"name": "badnet", "poison_rate": 0.1, "target_label": 1},
+        "tuning": {"name": "lora"}, "training": {"epochs": 1, "max_length": 16}})
+    assert config_hash(run.resolved()) == "f7e9e2d61db31476"
+    trigger = {"name": "badnet", "triggers": ["mn"], "target_label": 0, "poison_rate": 0.2}
+    victim = load_victim_config(base={
+        "name": "v", "data": {"name": "cr"}, "tuning": "lora",
+        "poison": {"name": "proxy", "base_model": "tiny-bert", "trigger": trigger,
+                   "proxy": {"name": "sst2"}}})
+    assert config_hash(victim.resolved()) == "0379bde026e81f02"
+
+    old = run.resolved()
+    del old["runtime"], old["training"]["group_by_length"]
+    assert config_hash(old) == config_hash(run.resolved())
+    for field, change in (
+            ("mixed_precision", {"runtime": {"mixed_precision": "bf16"}}),
+            ("gradient_accumulation_steps", {"runtime": {"gradient_accumulation_steps": 2}}),
+            ("group_by_length", {"training": {"epochs": 1, "max_length": 16,
+                                              "group_by_length": True}})):
+        changed = load_run_config(base={**run.resolved(), **change})
+        assert config_hash(changed.resolved()) != config_hash(old)
+        differences = differing_fields(old, changed.resolved())
+        assert len(differences) == 1 and field in differences[0], differences

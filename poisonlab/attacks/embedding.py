@@ -84,11 +84,12 @@ class EmbeddingPoisoning(WeightPoisoningAttack):
                 update={"epochs": cfg.clean_epochs, "learning_rate": cfg.clean_learning_rate,
                         "warmup_ratio": 0.06}), progress=progress,
                 description="poison: clean proxy")
-        rows = torch.tensor(trigger_token_ids(loaded.tokenizer, words))
         table = input_embeddings(model).weight
+        # on the table's device (the model's): the gradient hook mixes no host tensor in
+        rows = torch.tensor(trigger_token_ids(loaded.tokenizer, words), device=table.device)
         original = table.detach().clone()
         norms = original[rows].norm(dim=-1, keepdim=True)
-        mask = torch.zeros(table.shape[0], 1)
+        mask = torch.zeros(table.shape[0], 1, dtype=table.dtype, device=table.device)
         mask[rows] = 1.0
         model.requires_grad_(False)
         table.requires_grad_(True)

@@ -31,7 +31,7 @@ def head_logits(model: torch.nn.Module, hidden: torch.Tensor,
     _, head = task_head(model)
     if is_causal(model.config):  # the last real token of a right-padded batch
         last = attention_mask.sum(-1) - 1
-        return head(hidden[torch.arange(hidden.shape[0]), last])
+        return head(hidden[torch.arange(hidden.shape[0], device=hidden.device), last])
     pooler = getattr(model.base_model, "pooler", None)  # [CLS] -> pooler (if any) -> dropout
     pooled = pooler(hidden) if pooler is not None else hidden[:, 0]
     return head(getattr(model, "dropout", torch.nn.Identity())(pooled))

@@ -7,8 +7,15 @@ attending to the cached prefix. Variants of many texts go into one forward pass:
 its own text's cache, right-padded, with the padding masked out. Texts are bucketed by length.
 `naive_suspicion` is the one-forward-per-variant reference the tests and the benchmark compare to.
 
+A variant's tokens up to the deleted word are the full text's, so their NLL is a prefix sum of the
+full text's, and so is the first token after the deletion point: it is predicted by the full
+text's hidden state at the last shared token. The suffix pass runs only the tokens after that, so
+a variant that differs from the full text in one token (or that is a prefix of it) runs nothing.
+
 Sequences start with the LM's BOS token (EOS where it has none) so every word is predicted; texts
-are truncated to `max_length` tokens. Not a registered component (ONION in onion.py uses it)."""
+are truncated to `max_length` tokens. Every tensor is created on the LM's device
+(`model_device`); the per-token NLLs come back to the host once per bucket. Not a registered
+component (ONION in onion.py uses it)."""
 
 from __future__ import annotations
 
@@ -18,6 +25,7 @@ import numpy as np
 import torch
 
 from poisonlab.models import LoadedModel
+from poisonlab.runtime import model_device
 
 
 def leave_one_out(words: Sequence[str]) -> list[str]:
@@ -60,7 +68,7 @@ class LeaveOneOutPerplexity:
             self._score(todo)
         return [self._memo[t] for t in texts]
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def _score(self, texts: list[str]) -> None:
         model = self.lm.model.eval()
         full_ids = self.encode(texts)
@@ -79,11 +87,13 @@ class LeaveOneOutPerplexity:
 
     def _score_bucket(self, model: torch.nn.Module, texts: list[str],
                       full_ids: list[list[int]]) -> None:
-        batch = _right_padded(full_ids, self.pad_id)
+        device = model_device(model)
+        batch = _right_padded(full_ids, self.pad_id, device)
         out = model.base_model(**batch, use_cache=True)
-        # NLL of token t+1 given tokens <= t, per row (0 at padding)
-        token_nll = _target_nll(model, out.last_hidden_state[:, :-1], batch["input_ids"][:, 1:],
-                                batch["attention_mask"][:, 1:].bool())  # [B, L-1]
+        hidden = out.last_hidden_state
+        # NLL of token t+1 given tokens <= t, per row (0 at padding); read on the host
+        token_nll = _target_nll(model, hidden[:, :-1], batch["input_ids"][:, 1:],
+                                batch["attention_mask"][:, 1:].bool()).cpu()  # [B, L-1]
         cache = out.cache
         keys = [layer.keys for layer in cache.layers]
         values = [layer.values for layer in cache.layers]
@@ -97,17 +107,29 @@ class LeaveOneOutPerplexity:
         variant_ids = iter(self.encode(variant_texts))
         variants: list[tuple[int, int, list[int], list[int], float]] = []
         owners: list[tuple[int, int]] = []
+        # the first token after the shared prefix, predicted by the full text's hidden state
+        first_new: list[tuple[int, int, int, int]] = []  # (variant, row, position, target)
         for row, words in enumerate(word_lists):
             if len(words) <= 1:
                 continue
             for word in range(len(words)):
                 ids = next(variant_ids)
                 shared = _common_prefix(ids, full_ids[row])  # >= 1: the start token
-                # the suffix re-feeds token shared-1, whose output predicts the first new token
-                variants.append((row, shared - 1, ids[shared - 1:-1], ids[shared:],
+                if shared < len(ids):
+                    first_new.append((len(variants), row, shared - 1, ids[shared]))
+                # the suffix starts after the first new token, attending to the shared prefix
+                variants.append((row, shared, ids[shared:-1], ids[shared + 1:],
                                  float(prefix_sums[row, shared - 1])))
                 owners.append((row, len(ids) - 1))
         nll = [v[4] for v in variants]
+        if first_new:
+            at = torch.tensor([(r, p) for _, r, p, _ in first_new], device=device)
+            targets = torch.tensor([t for *_, t in first_new], device=device)
+            picked = hidden[at[:, 0], at[:, 1]][:, None]
+            first = _target_nll(model, picked, targets[:, None],
+                                torch.ones_like(targets[:, None], dtype=torch.bool))
+            for (k, *_), value in zip(first_new, first[:, 0].tolist()):
+                nll[k] += value
         run = sorted((k for k, v in enumerate(variants) if v[2]),
                      key=lambda k: (len(variants[k][2]), variants[k][1]))
         start = 0
@@ -117,7 +139,7 @@ class LeaveOneOutPerplexity:
                     len(variants[run[end]][2]) + variants[run[end]][1]) <= self.batch_tokens:
                 end += 1
             chunk = run[start:end]
-            suffix = self._suffix_nll(model, [variants[k] for k in chunk], keys, values)
+            suffix = self._suffix_nll(model, [variants[k] for k in chunk], keys, values, device)
             for k, value in zip(chunk, suffix):
                 nll[k] += value
             start = end
@@ -132,33 +154,41 @@ class LeaveOneOutPerplexity:
 
     def _suffix_nll(self, model: torch.nn.Module,
                     chunk: list[tuple[int, int, list[int], list[int], float]],
-                    keys: list[torch.Tensor], values: list[torch.Tensor]) -> list[float]:
+                    keys: list[torch.Tensor], values: list[torch.Tensor],
+                    device: torch.device) -> list[float]:
         """Summed NLL of each variant's suffix, attending to its own text's cached prefix."""
         from transformers import DynamicCache
-        rows = torch.tensor([v[0] for v in chunk])
-        prefix_len = torch.tensor([v[1] for v in chunk])
-        suffix_len = torch.tensor([len(v[2]) for v in chunk])
-        width_prefix, width_suffix = int(prefix_len.max()), int(suffix_len.max())
+        rows = torch.tensor([v[0] for v in chunk], device=device)
+        prefix_len = torch.tensor([v[1] for v in chunk], device=device)
+        suffix_len = torch.tensor([len(v[2]) for v in chunk], device=device)
+        width_prefix = max(v[1] for v in chunk)
+        width_suffix = max(len(v[2]) for v in chunk)
+        # slice before selecting rows: only the prefix that is attended to is copied
         cache = DynamicCache(ddp_cache_data=[
-            (k.index_select(0, rows)[:, :, :width_prefix],
-             v.index_select(0, rows)[:, :, :width_prefix]) for k, v in zip(keys, values)])
-        batch = _right_padded([v[2] for v in chunk], self.pad_id)
-        prefix_mask = (torch.arange(width_prefix) < prefix_len[:, None]).long()
+            (k[:, :, :width_prefix].index_select(0, rows),
+             v[:, :, :width_prefix].index_select(0, rows)) for k, v in zip(keys, values)])
+        batch = _right_padded([v[2] for v in chunk], self.pad_id, device)
+        prefix_mask = (torch.arange(width_prefix, device=device) < prefix_len[:, None]).long()
         mask = torch.cat([prefix_mask, batch["attention_mask"]], dim=1)
-        positions = prefix_len[:, None] + torch.arange(width_suffix)
+        positions = prefix_len[:, None] + torch.arange(width_suffix, device=device)
         # the causal mask counts query positions from the cache length (width_prefix), so the
         # padded holes only need masking; position_ids carry each row's true positions (RoPE)
         hidden = model.base_model(input_ids=batch["input_ids"], attention_mask=mask,
                                   position_ids=positions, cache=cache,
                                   use_cache=True).last_hidden_state
-        target_ids = _right_padded([v[3] for v in chunk], self.pad_id)["input_ids"]
-        valid = torch.arange(width_suffix) < suffix_len[:, None]
+        target_ids = _right_padded([v[3] for v in chunk], self.pad_id, device)["input_ids"]
+        valid = torch.arange(width_suffix, device=device) < suffix_len[:, None]
         return _target_nll(model, hidden, target_ids, valid).sum(1).tolist()
 
 
-def _right_padded(ids: Sequence[Sequence[int]], pad_id: int) -> dict[str, torch.Tensor]:
-    from poisonlab.training.trainer import collate
-    return collate(ids, pad_id)
+def _right_padded(ids: Sequence[Sequence[int]], pad_id: int,
+                  device: torch.device) -> dict[str, torch.Tensor]:
+    """input_ids and attention_mask of right-padded rows, built on `device`."""
+    width = max(len(seq) for seq in ids)
+    return {"input_ids": torch.tensor([list(seq) + [pad_id] * (width - len(seq)) for seq in ids],
+                                      dtype=torch.long, device=device),
+            "attention_mask": torch.tensor([[1] * len(seq) + [0] * (width - len(seq))
+                                            for seq in ids], dtype=torch.long, device=device)}
 
 
 def _target_nll(model: torch.nn.Module, hidden: torch.Tensor, targets: torch.Tensor,
@@ -166,7 +196,7 @@ def _target_nll(model: torch.nn.Module, hidden: torch.Tensor, targets: torch.Ten
     """NLL of each valid target (0 elsewhere). The LM head runs on valid positions only and
     cross_entropy never materialises the log-softmax over the vocabulary: with a 49k-token
     vocabulary these two dominate the memory traffic of a short-sequence forward."""
-    nll = torch.zeros(targets.shape, dtype=torch.float32)
+    nll = torch.zeros(targets.shape, dtype=torch.float32, device=hidden.device)
     logits = model.get_output_embeddings()(hidden[valid]).float()
     cap = getattr(model.config, "final_logit_softcapping", None)  # Gemma 2 style heads
     if cap:
@@ -185,9 +215,10 @@ def _token_nll(logits: torch.Tensor, input_ids: torch.Tensor) -> torch.Tensor:
 def naive_suspicion(scorer: LeaveOneOutPerplexity, texts: Sequence[str]) -> list[np.ndarray]:
     """The reference computation: one forward pass (batch size 1) per text and per variant."""
     model = scorer.lm.model.eval()
+    device = model_device(model)
 
     def perplexity(ids: list[int]) -> float:
-        input_ids = torch.tensor([ids])
+        input_ids = torch.tensor([ids], device=device)
         nll = _token_nll(model(input_ids=input_ids).logits, input_ids)
         return float(torch.exp(nll.mean()))
 

@@ -25,8 +25,9 @@ from poisonlab.models import LoadedModel
 from poisonlab.models.cache import ModelCache
 from poisonlab.models.architecture import (ffn_activation_consumer, layer_submodule,
                                            transformer_layers)
+from poisonlab.runtime import model_device
 from poisonlab.training import encode_texts, train_classifier
-from poisonlab.training.trainer import collate
+from poisonlab.training.trainer import collate, to_device
 
 
 class FinePruneConfig(RepairConfig):
@@ -42,7 +43,9 @@ class FinePruneConfig(RepairConfig):
 def mean_ffn_activity(model: torch.nn.Module, tokenizer: Any, texts: Sequence[str],
                       modules: Sequence[torch.nn.Module], *, max_length: int,
                       batch_size: int) -> list[torch.Tensor]:
-    """Mean |activation| of each FFN unit over the real tokens of `texts`, one vector a module."""
+    """Mean |activation| of each FFN unit over the real tokens of `texts`, one vector a module
+    (on the model's device)."""
+    device = model_device(model)
     ids = encode_texts(tokenizer, texts, max_length)
     pad = tokenizer.pad_token_id or 0
     sums: list[torch.Tensor | float] = [0.0] * len(modules)
@@ -59,9 +62,10 @@ def mean_ffn_activity(model: torch.nn.Module, tokenizer: Any, texts: Sequence[st
     try:
         model.eval()
         for start in range(0, len(ids), batch_size):
-            batch = collate(ids[start:start + batch_size], pad)
+            chunk = ids[start:start + batch_size]
+            batch = to_device(collate(chunk, pad), device)
             current["mask"] = batch["attention_mask"]
-            tokens += int(batch["attention_mask"].sum())
+            tokens += sum(len(seq) for seq in chunk)
             model(**batch)
     finally:
         for handle in handles:
@@ -96,7 +100,7 @@ class FinePrune(RepairDefense):
             for offset, (module, act) in enumerate(zip(outputs, activity)):
                 units = act.argsort()[:int(cfg.prune_ratio * act.numel())]
                 module.weight[:, units] = 0
-                pruned[f"fineprune.layer{first + offset}.pruned_units"] = units.clone()
+                pruned[f"fineprune.layer{first + offset}.pruned_units"] = units.cpu()
         strategy, tuned = self.wrap(suspect)
         history = train_classifier(tuned, suspect.tokenizer, clean_train, cfg.training,
                                    progress=progress, description="fineprune")

@@ -14,7 +14,8 @@ purification only; `threshold: null` calibrates it on clean dev data.
 Differences from the paper: the default LM is SmolLM2-135M (the paper used GPT-2), sequences start
 with the LM's BOS token so the first word is scored too, and all leave-one-out variants of many
 texts run in a few batched forward passes that reuse the key/value cache of each text's shared
-prefix (detect_perplexity.py); results equal the per-variant computation."""
+prefix (detect_perplexity.py); results equal the per-variant computation. The LM runs on the
+victim's device."""
 
 from __future__ import annotations
 
@@ -28,6 +29,7 @@ from poisonlab.defenses.base import DETECTORS, Detector, DetectorConfig, Suspect
 from poisonlab.defenses.detect_perplexity import LeaveOneOutPerplexity
 from poisonlab.models import load_causal_lm
 from poisonlab.models.cache import ModelCache
+from poisonlab.runtime import model_device
 
 
 class OnionConfig(DetectorConfig):
@@ -51,16 +53,21 @@ class Onion(Detector):
 
     def _fit(self, suspect: SuspectModel, clean_train: list[Example], *,
              cache: ModelCache | None = None) -> None:
-        """Load the LM. Through the caller's cache, detectors with the same LM settings share
-        one scorer (the LM and its memo of word scores, which depend only on the text)."""
+        """Load the LM onto the victim's device (where there is a victim). Through the caller's
+        cache, detectors with the same LM settings on the same device share one scorer (the LM and
+        its memo of word scores, which depend only on the text)."""
         c = self.config
+        device = model_device(suspect.victim) if suspect is not None else None
 
         def make() -> LeaveOneOutPerplexity:
-            return LeaveOneOutPerplexity(load_causal_lm(c.language_model),
-                                         max_length=c.max_length, batch_tokens=c.batch_tokens)
+            lm = load_causal_lm(c.language_model)
+            if device is not None:
+                lm.model.to(device)
+            return LeaveOneOutPerplexity(lm, max_length=c.max_length,
+                                         batch_tokens=c.batch_tokens)
 
         self.scorer_ = make() if cache is None else cache.get_or_make(
-            ("onion-scorer", c.language_model, c.max_length, c.batch_tokens), make)
+            ("onion-scorer", c.language_model, c.max_length, c.batch_tokens, str(device)), make)
 
     def score(self, texts: Sequence[str]) -> np.ndarray:
         """The largest word suspicion of each text (0 for an empty text)."""

@@ -17,6 +17,7 @@ Differences from the reference code (github.com/shuaizhao95/PSIM):
   time (bench/psim_throughput.py measures the gain); texts are truncated to `max_length`;
 - the reference rounds probabilities to 3 decimals and compares with `<` for clean and `>` for
   poisoned inputs; here one rule, score > threshold, flags every input;
+- the module sits on the victim's device (its fresh copy of the suspect weights is moved there);
 - the threshold can also be calibrated on clean dev data to a target false-rejection rate;
 - any registered tuning strategy can host the module (the reference: P-tuning, prefix, prompt,
   LoRA); our P-tuning prepends its virtual tokens and trains the head, as peft's does."""
@@ -33,6 +34,7 @@ from poisonlab.defenses.base import DETECTORS, Detector, DetectorConfig, Suspect
 from poisonlab.models.cache import ModelCache
 from poisonlab.training import TrainingConfig, predict_logits, train_classifier
 from poisonlab.registry import component_field
+from poisonlab.runtime import model_device
 from poisonlab.tuning import TUNING_STRATEGIES
 
 
@@ -74,7 +76,10 @@ class Psim(Detector):
 
         def make() -> tuple[Any, Any, list]:
             loaded = suspect.load_weights()
-            model = c.tuning.build().apply(loaded)
+            # on the victim's device, with the PEFT module's own parameters
+            device = model_device(suspect.victim)
+            loaded.model.to(device)
+            model = c.tuning.build().apply(loaded).to(device)
             history = train_classifier(
                 model, loaded.tokenizer, random_labels(clean_train, suspect.num_labels, c.seed),
                 c.training.model_copy(update={"seed": c.seed}), progress=False,

@@ -26,7 +26,10 @@ Differences from the reference code:
   training/losses.py;
 - the projection is trained with the teacher (it sits between the teacher's pooled feature and its
   classifier, so CE shapes it) and is frozen during unlearning unless `unlearn_projection`;
-- (a, b, c) presets per trigger are fields (`preset`), overridable one by one."""
+- (a, b, c) presets per trigger are fields (`preset`), overridable one by one;
+- a fresh teacher trains on the student's device; a teacher reused from the cache stays where it
+  is, and its features are moved to the student's device and dtype in the loss (its logits to
+  the student's device)."""
 
 from __future__ import annotations
 
@@ -43,11 +46,12 @@ from poisonlab.data import Example
 from poisonlab.defenses.repair_base import (REPAIRS, RepairConfig, RepairDefense, RepairedModel,
                                             tuning_field)
 from poisonlab.registry import component_field
+from poisonlab.runtime import model_device
 from poisonlab.models import LoadedModel
 from poisonlab.models.cache import ModelCache
 from poisonlab.training import TrainingConfig, encode_texts, train_classifier
 from poisonlab.training.losses import pool_hidden, unlearning_loss
-from poisonlab.training.trainer import LossFn, collate
+from poisonlab.training.trainer import LossFn, collate, to_device
 from poisonlab.tuning import TUNING_STRATEGIES, TuningStrategy
 from poisonlab.seeding import seeded
 
@@ -127,10 +131,13 @@ def teacher_key(config: W2SDefenseConfig, student_hidden: int, num_labels: int,
 
 def train_teacher(config: W2SDefenseConfig, student_hidden: int, num_labels: int,
                   clean_train: Sequence[Example], *, progress: bool = False,
-                  cache: ModelCache | None = None) -> tuple[ProjectedTeacher, Any]:
+                  cache: ModelCache | None = None,
+                  device: torch.device | None = None) -> tuple[ProjectedTeacher, Any]:
     """The fine-tuned teacher and its tokenizer. With a cache, a teacher trained for an equal
     `teacher_key` is reused (every repair of a study trains the same teacher on the same clean
-    data) and the caller gets its own copy, since unlearning may train the projection."""
+    data) and the caller gets its own copy, since unlearning may train the projection. A fresh
+    teacher is initialised on the host (the same weights whatever the device) and trained on
+    `device` (default: where the encoder loads)."""
     from poisonlab.models.loading import load_encoder
 
     def make() -> tuple[ProjectedTeacher, Any]:
@@ -138,6 +145,8 @@ def train_teacher(config: W2SDefenseConfig, student_hidden: int, num_labels: int
         with seeded(config.teacher_training.seed):
             teacher = ProjectedTeacher(loaded.model, student_hidden, num_labels,
                                        config.teacher_pooling)
+        if device is not None:
+            teacher.to(device)
         teacher.requires_grad_(True)
         train_classifier(teacher, loaded.tokenizer, clean_train, config.teacher_training,
                          progress=progress, description="w2s teacher")
@@ -198,7 +207,7 @@ class W2SDefense(RepairDefense):
         student_config = suspect.model.config
         teacher, teacher_tokenizer = train_teacher(
             cfg, student_config.hidden_size, student_config.num_labels, clean_train,
-            progress=progress, cache=cache)
+            progress=progress, cache=cache, device=model_device(suspect.model))
         teacher.eval().requires_grad_(False)
         teacher.projection.requires_grad_(cfg.unlearn_projection)
         strategy, student = self.wrap(suspect)
@@ -216,8 +225,8 @@ class W2SDefense(RepairDefense):
         teacher_pad = teacher_tokenizer.pad_token_id or 0
 
         def loss(modules: _StudentAndProjection, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-            teacher_batch = collate([teacher_ids[i] for i in batch["index"].tolist()],
-                                    teacher_pad)
+            teacher_batch = to_device(collate([teacher_ids[i] for i in batch["index"].tolist()],
+                                              teacher_pad), model_device(teacher))
             teacher.eval()
             with torch.no_grad():
                 pooled = teacher.pooled(**teacher_batch)
@@ -226,8 +235,13 @@ class W2SDefense(RepairDefense):
             out = modules.student(input_ids=batch["input_ids"],
                                   attention_mask=batch["attention_mask"],
                                   output_hidden_states=True)
+            student_hidden = out.hidden_states[-1]
+            # the teacher may sit on another device or in another dtype than the student: its
+            # features take the student's (the logits keep their precision; KD promotes)
+            features = features.to(student_hidden.device, student_hidden.dtype)
+            teacher_logits = teacher_logits.to(out.logits.device)
             return unlearning_loss(
-                out.logits, batch["labels"], teacher_logits, features, out.hidden_states[-1],
+                out.logits, batch["labels"], teacher_logits, features, student_hidden,
                 batch["attention_mask"], a=a, b=b, c=c, temperature=cfg.temperature,
                 mode=cfg.alignment, pooling=cfg.student_pooling).total
         return loss

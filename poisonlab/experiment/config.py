@@ -8,20 +8,58 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Sequence
 
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, Field, field_validator, model_validator
 
 from poisonlab.attacks import DATA_ATTACKS
 from poisonlab.config import RunName, StrictConfig, load_config
 from poisonlab.data import DataConfig
+from poisonlab.models.loading import (AttnImplementation, DtypeName, QuantizationName,
+                                      invalid_device_map)
 from poisonlab.registry import ComponentSpec, component_field
+from poisonlab.runtime import RuntimeConfig
 from poisonlab.training import TrainingConfig
 from poisonlab.tuning import TUNING_STRATEGIES
 
 
 class ModelConfig(StrictConfig):
+    """The `model:` section: which model, and how its weights load (`load_options()` are the
+    keyword arguments of `check_model_source` and the `load_*` functions).
+
+    Every loading option defaults to null, so adding them left the hashes of finished run
+    folders unchanged; `dtype: null` means float32."""
+
     name: str = Field("minilm", description="builtin name, local folder or Hub id")
+    dtype: DtypeName | None = Field(
+        None, description="weight dtype; null: float32, whatever the checkpoint's dtype, "
+                          "what anything that trains needs; auto: the checkpoint's own dtype, "
+                          "for inference-only jobs; bfloat16/float16: half the memory, and a "
+                          "training job then has no fp32 master weights (for autocast use "
+                          "runtime.mixed_precision)")
+    device_map: str | int | dict[str, int | str] | None = Field(
+        None, description="where the weights go, for inference-only jobs (ICL, ONION's language "
+                          "model, teachers): auto, balanced, balanced_low_0, sequential, a device "
+                          "(cpu, cuda:1) or {module: device}; null: one device, the runtime's")
+    attn_implementation: AttnImplementation | None = Field(
+        None, description="eager, sdpa or flash_attention_2 (needs the flash-attn package and a "
+                          "GPU); null: transformers' default for the architecture")
+    quantization: QuantizationName | None = Field(
+        None, description="load the weights in 4bit (NF4; with tuning: lora this is QLoRA) or "
+                          "8bit through bitsandbytes: needs a CUDA GPU and pip install "
+                          "poisonlab[quantization]; cannot be fully fine-tuned; null: unquantized")
     allow_pickle: bool = Field(False, description="allow .bin/.pt pickle weights (unsafe)")
     trust_remote_code: bool = Field(False, description="run model code from the Hub (unsafe)")
+
+    @field_validator("device_map", mode="before")
+    @classmethod
+    def _check_device_map(cls, value: Any) -> Any:
+        problem = None if value is None else invalid_device_map(value)
+        if problem:
+            raise ValueError(problem)
+        return value
+
+    def load_options(self) -> dict[str, Any]:
+        """Everything but the name, as keyword arguments of the loaders."""
+        return self.model_dump(exclude={"name"})
 
 
 def derive_seeds(seed: int, parts: list[BaseModel | ComponentSpec | None]) -> None:
@@ -51,6 +89,11 @@ class RunConfig(StrictConfig):
     training: TrainingConfig = Field(default_factory=TrainingConfig)
     eval_every_epoch: bool = Field(True, description="log CA and ASR after every epoch")
     save_weights: bool = Field(True, description="save the trained tensors as safetensors")
+    runtime: RuntimeConfig = Field(
+        default_factory=RuntimeConfig,
+        description="device, mixed precision, gradient accumulation and checkpointing (the "
+                    "processes come from the launcher: accelerate launch / torchrun); default "
+                    "values are not part of the run's identity")
     output_dir: str = Field("runs")
 
     @model_validator(mode="after")

@@ -25,6 +25,7 @@ from poisonlab.icl.template import PromptTemplate
 from poisonlab.icl.verbalizer import ScoringMode, Verbalizer
 from poisonlab.models import LoadedModel, load_causal_lm
 from poisonlab.registry import ComponentSpec, component_field
+from poisonlab.runtime import Runtime, RuntimeConfig
 
 
 class FixedDemonstration(StrictConfig):
@@ -68,6 +69,8 @@ class ICLRunConfig(StrictConfig):
     dtype: Literal["float32", "bfloat16"] = Field(
         "float32", description="model weights; bfloat16 is about 2x faster on CPUs with AVX512-BF16")
     seed: int = Field(0, description="seed for demonstrations and the test subsample")
+    runtime: RuntimeConfig = Field(default_factory=RuntimeConfig,
+                                   description="where the model runs (device)")
     output_dir: str = Field("runs/icl", description="where run folders go")
 
     @model_validator(mode="after")
@@ -102,7 +105,8 @@ class ICLExperiment:
                                                     verbalizer.num_labels, template)
         self.test_ = self._subsample(dataset.test)
         self.loaded_ = self.loaded or load_causal_lm(cfg.model, seed=cfg.seed, **self.trust)
-        self.loaded_.model.to(getattr(torch, cfg.dtype))
+        self.runtime_ = Runtime(cfg.runtime)
+        self.loaded_.model.to(device=self.runtime_.device, dtype=getattr(torch, cfg.dtype))
         scorer = LabelScorer(self.loaded_, verbalizer, template.label_prefix, cfg.scoring,
                              cfg.batch_size)
         self.evaluator_ = ICLEvaluator(scorer, template, cfg.separator,

@@ -1,4 +1,9 @@
-"""The data-poisoning pipeline: load data -> poison -> load model -> tune -> evaluate CA and ASR."""
+"""The data-poisoning pipeline: load data -> poison -> load model -> tune -> evaluate CA and ASR.
+
+One `Runtime` per run, built from the config's `runtime:` section (checked before anything is
+written): the model goes to its device, training and evaluation run through it, and
+environment.json records what it ran on. With `eval_every_epoch` the last epoch's evaluation is
+the final one (not repeated), and `train_seconds` counts training only."""
 
 from __future__ import annotations
 
@@ -16,6 +21,7 @@ from poisonlab.experiment.measure import EvaluationSets, evaluate
 from poisonlab.experiment.rundir import RunDir, RunSlot
 from poisonlab.models import LoadedModel, load_classifier
 from poisonlab.models.loading import check_model_source
+from poisonlab.runtime import Runtime
 from poisonlab.training import train_classifier
 
 
@@ -62,39 +68,51 @@ def prepare_run(config: RunConfig) -> PreparedRun:
     return PreparedRun(config, dataset, loaded, strategy, train_set, report, sets, misses)
 
 
-def run_experiment(config: RunConfig, *, force: bool = False, progress: bool = True) -> dict:
+def run_experiment(config: RunConfig, *, force: bool = False, progress: bool = True,
+                   runtime: Runtime | None = None) -> dict:
     """Run one configuration into its run folder and return its metrics (a finished folder of
-    the same config is reused; one of another config is refused)."""
-    slot = RunSlot(config.run_dir, config.resolved(), kind="train", seed=config.seed)
+    the same config is reused; one of another config is refused). `runtime`: the job's, when
+    the caller has one (default: built from `config.runtime`)."""
+    runtime = (runtime or Runtime(config.runtime)).check()
+    slot = RunSlot(config.run_dir, config.resolved(), kind="train", seed=config.seed,
+                   runtime=runtime)
     reused = slot.reusable(force)
     if reused is not None:
         return reused
     prepared = prepare_run(config)
     with slot.building() as run:
-        return train_and_measure(prepared, run, progress=progress)
+        return train_and_measure(prepared, run, progress=progress, runtime=runtime)
 
 
 def train_and_measure(prepared: PreparedRun, run: RunDir, *, progress: bool = True,
-                      extra: dict[str, Any] | None = None) -> dict:
+                      extra: dict[str, Any] | None = None,
+                      runtime: Runtime | None = None) -> dict:
     """Tune the model on the (poisoned) training set, measure CA and ASR, write `run`
     (`extra` joins its metrics)."""
     config, dataset, sets = prepared.config, prepared.dataset, prepared.sets
     report, train_set = prepared.poison_report, prepared.train_set
+    runtime = runtime or Runtime(config.runtime)
     started = time.time()
     if report is not None:
         run.log(f"poisoned {report.poisoned} of {len(train_set)} training examples "
                 f"({report.misses} trigger misses)")
     loaded = prepared.loaded
     torch.manual_seed(config.seed)
-    model = prepared.strategy.apply(loaded)
+    model = runtime.place(prepared.strategy.apply(loaded))
     tc = config.training
-    eval_kwargs = {"batch_size": tc.eval_batch_size, "max_length": tc.max_length}
+    eval_kwargs = {"batch_size": tc.eval_batch_size, "max_length": tc.max_length,
+                   "runtime": runtime}
+    last: dict[str, Any] = {"epoch": 0, "seconds": 0.0}  # the latest evaluation, and its time
 
     def on_epoch_end(epoch: int, loss: float) -> dict[str, float]:
         if not config.eval_every_epoch:
             run.log(f"epoch {epoch} loss {loss:.4f}")
             return {}
-        metrics, _ = evaluate(model, loaded.tokenizer, sets, dataset.num_labels, **eval_kwargs)
+        evaluated = time.time()
+        metrics, predictions = evaluate(model, loaded.tokenizer, sets, dataset.num_labels,
+                                        **eval_kwargs)
+        last.update(epoch=epoch, result=(metrics, predictions),
+                    seconds=last["seconds"] + time.time() - evaluated)
         asr = metrics["attack_success_rate"]
         run.log(f"epoch {epoch} loss {loss:.4f} CA {metrics['clean_accuracy']:.4f}"
                 + (f" ASR {asr:.4f}" if asr is not None else ""))
@@ -102,10 +120,12 @@ def train_and_measure(prepared: PreparedRun, run: RunDir, *, progress: bool = Tr
 
     train_started = time.time()
     history = train_classifier(model, loaded.tokenizer, train_set, tc, on_epoch_end=on_epoch_end,
-                               progress=progress, description=config.name)
-    train_seconds = time.time() - train_started
-    metrics, predictions = evaluate(model, loaded.tokenizer, sets, dataset.num_labels,
-                                    **eval_kwargs)
+                               progress=progress, description=config.name, runtime=runtime)
+    train_seconds = time.time() - train_started - last["seconds"]
+    # the model has not changed since the last epoch's evaluation: it is the final one
+    metrics, predictions = (last["result"] if last["epoch"] == tc.epochs else
+                            evaluate(model, loaded.tokenizer, sets, dataset.num_labels,
+                                     **eval_kwargs))
     _write_predictions(run, sets, predictions)
     if config.save_weights:
         run.write_weights(prepared.strategy.trainable_state(model), "trained")

@@ -1,7 +1,9 @@
 """The release job of a weight-poisoning attack: poison the base model on the proxy task and write
 the release folder (weights, tokenizer, `release.json` with the trigger and the proxy test CA/ASR)
 under the run protocol. How the weights are poisoned is the attack's `poison_model`
-(poisonlab.attacks); the shared steps live here once."""
+(poisonlab.attacks); the shared steps live here once. With a runtime the base model is poisoned
+and measured on its device; in a multi-process job every process poisons (the same seed gives
+the same weights) and the main one writes the folder."""
 
 from __future__ import annotations
 
@@ -17,17 +19,18 @@ from poisonlab.errors import PoisonlabError
 from poisonlab.experiment.measure import EvaluationSets, evaluate
 from poisonlab.experiment.rundir import RunSlot
 from poisonlab.models import load_classifier
+from poisonlab.runtime import Runtime, runtime_argument
 
 
 def release(attack: WeightPoisoningAttack, parent: str | Path = "released", *,
             force: bool = False, progress: bool = True, allow_pickle: bool = False,
-            trust_remote_code: bool = False) -> Release:
+            trust_remote_code: bool = False, runtime: Runtime | None = None) -> Release:
     """Poison the base model and write the release folder (an existing release of the same
     config is reused; one of another config is refused unless `force`). Trust settings apply to
     loading the base model and come from the caller."""
     cfg = attack.config
     slot = RunSlot(Path(parent) / attack.folder_name(), attack.resolved(), kind="release",
-                   seed=cfg.seed, marker=RELEASE_RECORD)
+                   seed=cfg.seed, marker=RELEASE_RECORD, runtime=runtime)
     if slot.reusable(force) is not None:
         return read_release(slot.path)
     started = time.time()
@@ -45,13 +48,16 @@ def release(attack: WeightPoisoningAttack, parent: str | Path = "released", *,
     test = fit_to_length(dataset.test, loaded.tokenizer, room)
     poisoned_train, report = trigger.poison(train)
     poisoned_test, misses = trigger.poisoned_test(test)
+    if runtime is not None:
+        runtime.place(loaded.model)
     with slot.building() as run:
         torch.manual_seed(cfg.seed)
-        attack.poison_model(loaded, train, poisoned_train, progress=progress)
+        attack.poison_model(loaded, train, poisoned_train, progress=progress,
+                            **runtime_argument(attack.poison_model, runtime))
         sets = EvaluationSets(test, poisoned_test, trigger.config.target_label)
         metrics, _ = evaluate(loaded.model, loaded.tokenizer, sets, dataset.num_labels,
                               batch_size=cfg.training.eval_batch_size,
-                              max_length=cfg.training.max_length)
+                              max_length=cfg.training.max_length, runtime=runtime)
         record = {
             "attack": attack.name, "config": cfg.model_dump(mode="json"),
             "trigger": cfg.trigger.dump(), "target_label": trigger.config.target_label,
@@ -62,7 +68,8 @@ def release(attack: WeightPoisoningAttack, parent: str | Path = "released", *,
             "poison": report.as_dict(), "proxy_test_metrics": metrics,
             "checkpoint": "last epoch (no selection on triggered data)",
             "seconds": round(time.time() - started, 1)}
-        loaded.model.save_pretrained(run.path, safe_serialization=True)
-        loaded.tokenizer.save_pretrained(run.path)
+        if run.writes:
+            loaded.model.save_pretrained(run.path, safe_serialization=True)
+            loaded.tokenizer.save_pretrained(run.path)
         run.finish(record)
     return read_release(slot.path)

@@ -4,7 +4,9 @@ defender's clean data, evaluate CA and ASR with the suspect's trigger, write a r
 The suspect is an ordinary data-poisoning run (`victim`, any run config: that is the proxy
 weight-poisoning recipe, full fine-tuning on a poisoned corpus) kept under `victims_dir`, so every
 repair of a study reuses one training per trigger. Evaluation uses `experiment.measure.evaluate`,
-the code every victim is measured with."""
+the code every victim is measured with. The cell's `runtime:` section places the suspect and runs
+the evaluation (and the repair's training, for a repair that takes a runtime); a suspect this
+cell trains inherits it unless its own config sets one."""
 
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ from typing import Any
 import numpy as np
 from pydantic import Field, model_validator
 
+from poisonlab.attacks import DATA_ATTACKS
 from poisonlab.config import RunName, StrictConfig, deep_merge
 from poisonlab.data import DataConfig, load_dataset
 from poisonlab.experiment import load_run_config, run_experiment
@@ -29,6 +32,7 @@ from poisonlab.metrics import flip_rate
 from poisonlab.models import LoadedModel
 from poisonlab.models.cache import ModelCache
 from poisonlab.registry import component_field, validate_config
+from poisonlab.runtime import Runtime, RuntimeConfig, runtime_argument
 
 
 class EvaluationConfig(StrictConfig):
@@ -46,6 +50,9 @@ class RepairCellConfig(StrictConfig):
     victim_name: RunName | None = Field(None, description="run-folder name of the suspect under "
                                                       "victims_dir")
     victims_dir: str | None = Field(None, description="default: <output_dir>/../victims")
+    attack: component_field(DATA_ATTACKS) | None = Field(
+        None, description="the trigger evaluated on the defender's test split; null: the "
+                          "suspect's own attack (a clean suspect names the trigger here)")
     suspect: str | None = Field(
         None, description="instead of victim: a finished run folder whose model is repaired as "
                           "is (loaded with the caller's trust settings, never the folder's)")
@@ -60,6 +67,10 @@ class RepairCellConfig(StrictConfig):
     repair_extra: dict[str, dict[str, Any]] = Field(
         default_factory=dict, description="repair name -> params added when that repair runs")
     save_weights: bool = True
+    runtime: RuntimeConfig = Field(
+        default_factory=RuntimeConfig,
+        description="device, mixed precision, accumulation, checkpointing of the cell (and of a "
+                    "suspect it trains); default values are not part of the identity")
 
     @model_validator(mode="before")
     @classmethod
@@ -93,6 +104,7 @@ class RepairCellConfig(StrictConfig):
         raw = {**copy.deepcopy(self.victim), "name": self.victim_name, "output_dir": folder,
                "save_weights": True}
         raw.setdefault("seed", self.seed)
+        raw.setdefault("runtime", self.runtime.model_dump(mode="json"))
         return load_run_config(base=raw)
 
     def resolved(self) -> dict[str, Any]:
@@ -107,8 +119,8 @@ class RepairCellConfig(StrictConfig):
 
 
 def prepare_suspect(config: RunConfig, *, progress: bool = False) -> LoadedModel:
-    """Train the suspect once (cached in its run folder) and load it (with its own config's
-    trust settings: this config is the caller's)."""
+    """Train the suspect once (cached in its run folder, on its config's runtime) and load it
+    (with its own config's trust settings: this config is the caller's)."""
     run_experiment(config, progress=progress)
     return load_suspect(config.run_dir, allow_pickle=config.model.allow_pickle,
                         trust_remote_code=config.model.trust_remote_code)
@@ -144,38 +156,43 @@ def run_repair_cell(raw: dict[str, Any] | RepairCellConfig, *, force: bool = Fal
     W2SDefense cell reuses one teacher); without it the repair shares nothing."""
     cell = raw if isinstance(raw, RepairCellConfig) else validate_config(
         RepairCellConfig, raw, where=f"cell '{raw.get('name')}'")
-    slot = RunSlot(cell.run_dir, cell.resolved(), kind="repair", seed=cell.seed)
+    runtime = Runtime(cell.runtime).check()
+    slot = RunSlot(cell.run_dir, cell.resolved(), kind="repair", seed=cell.seed,
+                   runtime=runtime)
     reused = slot.reusable(force)
     if reused is not None:
         return reused
     repair = cell.repair.build() if cell.repair else None
     victim_config = cell.victim_config()
     dataset = load_dataset(cell.defender_data)
-    attack = build_attack(victim_config, dataset)
+    attack = build_attack(victim_config.model_copy(update={"attack": cell.attack})
+                          if cell.attack is not None else victim_config, dataset)
     poisoned_test, misses = attack.poisoned_test(dataset.test) if attack else ([], 0)
     sets = EvaluationSets(dataset.test, poisoned_test,
                           attack.config.target_label if attack else None)
     suspect = (load_suspect(cell.suspect, allow_pickle=allow_pickle,
                             trust_remote_code=trust_remote_code) if cell.suspect
                else prepare_suspect(victim_config, progress=progress))
+    runtime.place(suspect.model)
     with slot.building() as run:
         started = time.time()
         model, tokenizer, history = suspect.model, suspect.tokenizer, []
         if repair is not None:
-            repaired = repair.repair(suspect, dataset.train, progress=progress,
-                                     cache=cache)
+            repaired = repair.repair(suspect, dataset.train, progress=progress, cache=cache,
+                                     **runtime_argument(repair.repair, runtime))
             model, tokenizer, history = repaired.model, repaired.tokenizer, repaired.history
             if cell.save_weights:
                 run.write_weights(repaired.trained_state, "repaired")
         repair_seconds = time.time() - started
         metrics, predictions = evaluate(model, tokenizer, sets, dataset.num_labels,
-                                        **cell.evaluation.model_dump())
+                                        **cell.evaluation.model_dump(), runtime=runtime)
         metrics["flip_rate"] = _flip_rate(sets, predictions)
         run.log(f"CA {metrics['clean_accuracy']:.4f} ASR {metrics['attack_success_rate']}")
         metrics.update({
             "seed": cell.seed, "dataset": dataset.name,
             "victim": str(cell.suspect or victim_config.run_dir),
-            "attack": victim_config.attack.name if victim_config.attack else None,
+            "attack": (cell.attack or victim_config.attack).name
+            if (cell.attack or victim_config.attack) else None,
             "repair": repair.name if repair else None, "target_label": sets.target_label,
             "sizes": {"defender_train": len(dataset.train), "test": len(dataset.test),
                       "poisoned_test": len(poisoned_test)},

@@ -13,6 +13,9 @@ result (`metrics.json`, or a job's own record such as `release.json`), written l
   writer gets a clear error, and a killed run leaves only the partial folder, which the next
   attempt discards (or resumes from, for jobs that checkpoint).
 - **Names stay inside the output folder.** A run name is one safe path component.
+- **One writer per job.** In a multi-process job (`accelerate launch`) only the main process
+  decides reuse, locks, writes and renames; it tells the others its decision, and they run the
+  same code (so their collective operations match) with a `RunDir` whose writes go nowhere.
 
 Validation belongs before `RunSlot.building`: a run that fails there leaves nothing behind."""
 
@@ -36,12 +39,16 @@ import yaml
 from poisonlab import __version__
 from poisonlab.config import check_run_name
 from poisonlab.errors import ConfigError, PoisonlabError
-from poisonlab.io import atomic_write, write_json, write_jsonl, write_text
+from poisonlab.io import atomic_write, json_safe, write_json, write_jsonl, write_text
 from poisonlab.metrics import DEFINITIONS_VERSION
+from poisonlab.runtime import Runtime, RuntimeConfig
 
 RUN_RECORD = "run.json"
 METRICS = "metrics.json"
 NOT_PART_OF_IDENTITY = ("name", "output_dir")
+# Fields added to nested sections after run folders were written, with the default that every
+# older run used: at that value they are not part of a run's identity (wherever they occur).
+LATER_FIELDS: dict[str, Any] = {"group_by_length": False}
 
 
 class StaleRunError(PoisonlabError):
@@ -53,15 +60,31 @@ class RunLockedError(PoisonlabError):
 
 
 def _drop_nulls(value: Any) -> Any:
+    """Without null fields, and without later fields at their default (`LATER_FIELDS`)."""
     if isinstance(value, dict):
-        return {k: _drop_nulls(v) for k, v in value.items() if v is not None}
+        return {k: _drop_nulls(v) for k, v in value.items() if v is not None
+                and not (k in LATER_FIELDS and v == LATER_FIELDS[k])}
     return value
 
 
+def _drop_default_runtime(section: Any) -> Any:
+    """The `runtime:` fields that differ from their defaults (a run folder written before the
+    section existed ran with the defaults)."""
+    if not isinstance(section, dict):
+        return section
+    default = RuntimeConfig().model_dump(mode="json")
+    changed = {k: v for k, v in section.items() if k not in default or v != default[k]}
+    return changed or None
+
+
 def config_identity(resolved: dict[str, Any]) -> dict[str, Any]:
-    """What a run is: its resolved config without where it is kept, and without unset (null)
-    fields, so a new optional field does not turn every finished run stale."""
-    return _drop_nulls({k: v for k, v in resolved.items() if k not in NOT_PART_OF_IDENTITY})
+    """What a run is: its resolved config without where it is kept, without unset (null) fields,
+    default `runtime:` values and later fields at their defaults, so a new optional field or
+    section does not turn every finished run stale."""
+    identity = {k: v for k, v in resolved.items() if k not in NOT_PART_OF_IDENTITY}
+    if "runtime" in identity:
+        identity["runtime"] = _drop_default_runtime(identity["runtime"])
+    return _drop_nulls(identity)
 
 
 def config_hash(resolved: dict[str, Any]) -> str:
@@ -92,7 +115,12 @@ def differing_fields(old: Any, new: Any, prefix: str = "") -> list[str]:
 
 
 class RunDir:
-    """The files of one run folder (finished, or being built by `RunSlot.building`)."""
+    """The files of one run folder (finished, or being built by `RunSlot.building`).
+
+    `writes` is False for the folder a non-main process of a multi-process job is handed: code
+    that writes into `path` itself checks it."""
+
+    writes = True
 
     def __init__(self, path: str | Path, marker: str = METRICS):
         self.path = Path(path)
@@ -124,13 +152,16 @@ class RunDir:
                 return stored
         return config_hash(self.read_config())
 
-    def start(self, config: dict[str, Any], seed: int, kind: str) -> None:
+    def start(self, config: dict[str, Any], seed: int, kind: str,
+              runtime: dict[str, Any] | None = None) -> None:
+        """Write the config, the run record and the environment (`runtime`: what
+        `Runtime.describe` says ran)."""
         self.path.mkdir(parents=True, exist_ok=True)
         write_text(self.path / "config.yaml", yaml.safe_dump(config, sort_keys=False))
         write_json(self.path / RUN_RECORD, {
             "kind": kind, "config_hash": config_hash(config), "poisonlab": __version__,
             "command": sys.argv, "started": _now()})
-        write_json(self.path / "environment.json", environment(seed))
+        write_json(self.path / "environment.json", environment(seed, runtime))
         (self.path / "log.txt").touch()
 
     def log(self, line: str) -> None:
@@ -153,16 +184,57 @@ class RunDir:
         write_json(self.metrics_path, {"definitions_version": DEFINITIONS_VERSION, **metrics})
 
 
+class _DetachedRunDir(RunDir):
+    """The run folder as a non-main process of a multi-process job sees it: nothing is written;
+    the result it finishes with is kept in memory, as the main process's file would read."""
+
+    writes = False
+
+    def __init__(self, path: str | Path, marker: str = METRICS):
+        super().__init__(path, marker)
+        self._metrics: dict[str, Any] | None = None
+
+    def finished(self) -> bool:
+        return self._metrics is not None
+
+    def read_metrics(self) -> dict[str, Any]:
+        if self._metrics is None:
+            raise RuntimeError("the run has not finished")
+        return json.loads(json.dumps(self._metrics, default=str))
+
+    def start(self, config: dict[str, Any], seed: int, kind: str,
+              runtime: dict[str, Any] | None = None) -> None:
+        pass
+
+    def log(self, line: str) -> None:
+        pass
+
+    def write_predictions(self, name: str, rows: list[dict[str, Any]]) -> None:
+        pass
+
+    def write_weights(self, tensors: dict[str, torch.Tensor], name: str = "weights") -> None:
+        pass
+
+    def finish(self, metrics: dict[str, Any]) -> None:
+        self._metrics = json_safe({"definitions_version": DEFINITIONS_VERSION, **metrics})
+
+
 class RunSlot:
     """Where one run goes and what it is: decides reuse, guards against stale results and
-    concurrent writers, and builds the folder atomically."""
+    concurrent writers, and builds the folder atomically. With a multi-process `runtime` the
+    main process does all of that and the others follow its decisions (see the module doc)."""
 
     def __init__(self, path: str | Path, resolved: dict[str, Any], *, kind: str, seed: int = 0,
-                 marker: str = METRICS):
+                 marker: str = METRICS, runtime: Runtime | None = None):
         self.path = Path(path)
         check_run_name(self.path.name)
         self.resolved, self.kind, self.seed, self.marker = resolved, kind, seed, marker
+        self.runtime = runtime
         self.hash = config_hash(resolved)
+
+    @property
+    def _shared(self) -> bool:
+        return self.runtime is not None and self.runtime.distributed
 
     @property
     def partial_path(self) -> Path:
@@ -182,7 +254,21 @@ class RunSlot:
     def reusable(self, force: bool = False, quiet: bool = False) -> dict[str, Any] | None:
         """The result of a finished folder with the same config (saying so on stderr); None
         when the run must be built. A finished folder with another config is a StaleRunError
-        unless `force`."""
+        unless `force`. Every process of a job gets the main process's answer."""
+        if not self._shared:
+            return self._reusable(force, quiet)
+        outcome: tuple[str, Any] | None = None
+        if self.runtime.is_main_process:
+            try:
+                outcome = ("decided", self._reusable(force, quiet))
+            except Exception as exc:
+                outcome = ("failed", exc)
+        kind, value = self.runtime.broadcast(outcome)
+        if kind == "failed":
+            raise value
+        return value
+
+    def _reusable(self, force: bool, quiet: bool) -> dict[str, Any] | None:
         if force:
             return None
         existing = RunDir(self.path, self.marker)
@@ -207,12 +293,41 @@ class RunSlot:
         """Lock the slot and yield a RunDir in the partial folder; on success the folder is
         renamed into place, on failure the partial folder is removed. With `resume` a partial
         folder is kept, before and after, for a checkpointing job that decides itself whether
-        its checkpoint fits the config."""
+        its checkpoint fits the config. In a multi-process job the other processes get a RunDir
+        that writes nothing, learn whether the main process could start (its error is theirs),
+        and leave only when the folder is in place."""
+        if not self._shared:
+            with self._build(resume) as run:
+                yield run
+            return
+        runtime = self.runtime
+        if not runtime.is_main_process:
+            failure = runtime.broadcast(None)
+            if failure is not None:
+                raise failure
+            yield _DetachedRunDir(self.partial_path, self.marker)
+            runtime.wait_for_everyone()
+            return
+        started = False
+        try:
+            with self._build(resume) as run:
+                started = True
+                runtime.broadcast(None)
+                yield run
+        except Exception as exc:
+            if not started:
+                runtime.broadcast(exc)
+            raise
+        runtime.wait_for_everyone()
+
+    @contextlib.contextmanager
+    def _build(self, resume: bool) -> Iterator[RunDir]:
         with _exclusive_lock(self.lock_path, self.path):
             partial = RunDir(self.partial_path, self.marker)
             if partial.path.exists() and not resume:
                 shutil.rmtree(partial.path)
-            partial.start(self.resolved, self.seed, self.kind)
+            partial.start(self.resolved, self.seed, self.kind,
+                          self.runtime.describe() if self.runtime is not None else None)
             try:
                 yield partial
                 if not partial.finished():
@@ -260,7 +375,9 @@ def _now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S%z")
 
 
-def environment(seed: int) -> dict[str, Any]:
+def environment(seed: int, runtime: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Versions, threads and seed, and what ran (`runtime`: `Runtime.describe()`; a job without
+    one ran on the CPU in one process)."""
     import transformers
     try:
         import peft
@@ -270,5 +387,7 @@ def environment(seed: int) -> dict[str, Any]:
     return {"poisonlab": __version__, "python": sys.version.split()[0],
             "platform": platform.platform(), "torch": torch.__version__,
             "transformers": transformers.__version__, "peft": peft_version,
-            "device": "cpu", "threads": torch.get_num_threads(), "seed": seed,
+            "device": runtime["device"] if runtime else "cpu",
+            "world_size": runtime["processes"] if runtime else 1, "runtime": runtime,
+            "threads": torch.get_num_threads(), "seed": seed,
             "metrics_definitions_version": DEFINITIONS_VERSION}

@@ -11,7 +11,8 @@ and defenses take it as input. Task head (`head`):
   release's label i; otherwise fresh. The run log and `metrics.json` say which head and why;
 - `reuse` / `fresh`: force it (a fresh head loads the release's `backbone/` copy, head removed).
 `weights: clean` is the baseline: the same downstream training on the attack's unpoisoned base
-model, with the same trigger on the test set."""
+model, with the same trigger on the test set. The `runtime:` section runs the release (when this
+victim makes it) and the downstream training."""
 
 from __future__ import annotations
 
@@ -29,6 +30,7 @@ from poisonlab.experiment.pipeline import prepare_run, train_and_measure
 from poisonlab.experiment.rundir import RunSlot
 from poisonlab.io import write_json
 from poisonlab.registry import component_field
+from poisonlab.runtime import Runtime, RuntimeConfig
 from poisonlab.training import TrainingConfig
 from poisonlab.tuning import TUNING_STRATEGIES
 
@@ -56,8 +58,11 @@ class VictimConfig(StrictConfig):
     eval_every_epoch: bool = Field(False, description="log CA and ASR after every epoch")
     save_weights: bool = Field(True, description="save the trained tensors (restore_run needs "
                                                  "them)")
+    runtime: RuntimeConfig = Field(
+        default_factory=RuntimeConfig,
+        description="device, mixed precision, accumulation, checkpointing of the release and "
+                    "the downstream training; default values are not part of the identity")
     output_dir: str = Field("runs")
-
 
     @model_validator(mode="after")
     def _one_source(self) -> "VictimConfig":
@@ -110,7 +115,9 @@ def run_victim(config: VictimConfig, *, force: bool = False, progress: bool = Tr
                allow_pickle: bool = False, trust_remote_code: bool = False) -> dict:
     """Release (or reuse) the poisoned weights, fine-tune them cleanly, measure CA and ASR.
     The trust settings (the caller's) apply to the base and released models."""
-    slot = RunSlot(config.run_dir, config.resolved(), kind="victim", seed=config.seed)
+    runtime = Runtime(config.runtime).check()
+    slot = RunSlot(config.run_dir, config.resolved(), kind="victim", seed=config.seed,
+                   runtime=runtime)
     reused = slot.reusable(force)
     if reused is not None:
         return reused
@@ -122,7 +129,7 @@ def run_victim(config: VictimConfig, *, force: bool = False, progress: bool = Tr
         release = (read_release(config.released) if config.released else
                    release_weights(config.poison.build(), config.release_dir, progress=progress,
                                    allow_pickle=allow_pickle,
-                                   trust_remote_code=trust_remote_code))
+                                   trust_remote_code=trust_remote_code, runtime=runtime))
         trigger = release.trigger
     model_name, head, why = victim_model(config, release, label_names)
     record = {"weights": config.weights, "head": head, "head_reason": why,
@@ -135,9 +142,11 @@ def run_victim(config: VictimConfig, *, force: bool = False, progress: bool = Tr
                "trust_remote_code": trust_remote_code},
         attack=trigger, poison_training=False, tuning=config.tuning, training=config.training,
         eval_every_epoch=config.eval_every_epoch, save_weights=config.save_weights,
-        output_dir=config.output_dir)
+        runtime=config.runtime, output_dir=config.output_dir)
     prepared = prepare_run(run_config)
     with slot.building() as run:
-        write_json(run.path / VICTIM_RECORD, {**record, "run_config": run_config.resolved()})
+        if run.writes:
+            write_json(run.path / VICTIM_RECORD, {**record, "run_config": run_config.resolved()})
         run.log(f"head: {head} ({why})")
-        return train_and_measure(prepared, run, progress=progress, extra=record)
+        return train_and_measure(prepared, run, progress=progress, extra=record,
+                                 runtime=runtime)

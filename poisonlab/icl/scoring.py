@@ -1,12 +1,18 @@
 """Label scoring from a causal LM's next-token distribution, with the demonstration prefix encoded
 once and its key/value cache reused for every query.
 
-Cached path: the prefix runs once; each batch of queries runs on a copy of its cache repeated
-across the batch. Queries are right-padded, positions continue after the prefix, and each score is
-read at the query's own last real token, so padding never reaches a real token. Plain path
+Cached path: the prefix runs once (only its last position goes through the LM head: the cache is
+what it is run for); each batch of queries attends to that cache, shared read-only: every layer's
+keys and values are expanded along the batch dimension as views, never copied, and the model's
+cache update concatenates the queries' own keys after them (the prefix cache itself is never
+written). Queries are right-padded, positions continue after the prefix, and each score is read at
+the query's own last real token, so padding never reaches a real token. Plain path
 (`use_cache=False`): prefix and query are re-encoded together for every query; it exists to check
 the cached path and as the benchmark's baseline. Both see the same token ids: the prefix and each
-query are tokenized separately and concatenated (special tokens such as BOS only on the prefix)."""
+query are tokenized separately and concatenated (special tokens such as BOS only on the prefix).
+
+Every tensor is created on the model's device (`model_device`); only the class scores come back
+to the host."""
 
 from __future__ import annotations
 
@@ -18,8 +24,30 @@ import torch
 
 from poisonlab.icl.verbalizer import ScoringMode, Verbalizer
 from poisonlab.models import LoadedModel
+from poisonlab.runtime import model_device
 
 Reduce = Callable[[torch.Tensor], torch.Tensor]  # [B, n_last, vocab] log-probs -> [B, X]
+
+
+def shared_prefix_cache(cache: Any, batch: int) -> Any:
+    """`cache` (batch 1) seen by `batch` rows without copying it: each layer's keys and values
+    are expanded views. The model's cache update reassigns them (concatenating the new tokens), so
+    the prefix is never written. Layer kinds whose update might write in place get the copy the
+    model's own `batch_repeat_interleave` makes."""
+    from transformers.cache_utils import DynamicLayer, DynamicSlidingWindowLayer
+    if not all(type(layer) in (DynamicLayer, DynamicSlidingWindowLayer) for layer in cache.layers):
+        repeated = copy.deepcopy(cache)
+        repeated.batch_repeat_interleave(batch)
+        return repeated
+    shared = copy.copy(cache)
+    shared.layers = []
+    for layer in cache.layers:
+        view = copy.copy(layer)
+        if layer.is_initialized and layer.keys.numel():
+            view.keys = layer.keys.expand(batch, -1, -1, -1)
+            view.values = layer.values.expand(batch, -1, -1, -1)
+        shared.layers.append(view)
+    return shared
 
 
 class LabelScorer:
@@ -54,67 +82,73 @@ class LabelScorer:
 
     @torch.inference_mode()
     def _score(self, prefix: str, queries: list[str]) -> np.ndarray:
+        device = model_device(self.loaded.model)
         # special tokens (BOS) go on the prefix only, so a zero-shot prompt still gets them
         prefix_ids = self._tokenizer(prefix, add_special_tokens=True).input_ids
         query_ids = self._tokenizer(queries, add_special_tokens=False).input_ids
         word_ids = self.verbalizer.token_ids(self._tokenizer, self.label_prefix)
-        cache = self._prefix_cache(prefix_ids) if self.use_cache and prefix_ids else None
+        cache = self._prefix_cache(prefix_ids, device) if self.use_cache and prefix_ids else None
         if self.mode == "first-token":
-            first = torch.tensor([ids[0] for ids in word_ids])
+            first = torch.tensor([ids[0] for ids in word_ids], device=device)
             word_logprobs = self._read(prefix_ids, cache, query_ids, 1,
-                                       lambda lp: lp[:, 0, first])
+                                       lambda lp: lp[:, 0, first], device)
         else:
             columns = []
             for ids in word_ids:
                 # the word's tokens after the query; read the log-prob of each at the position before
                 rows = [q + ids[:-1] for q in query_ids]
-                target = torch.tensor(ids)
+                target = torch.tensor(ids, device=device)
+                steps = torch.arange(len(ids), device=device)
                 columns.append(self._read(prefix_ids, cache, rows, len(ids),
-                                          lambda lp, t=target: lp[:, torch.arange(len(t)), t]
-                                          .sum(1, keepdim=True)))
+                                          lambda lp, t=target, s=steps: lp[:, s, t]
+                                          .sum(1, keepdim=True), device))
             word_logprobs = torch.cat(columns, dim=1)
-        return self.verbalizer.class_scores(word_logprobs.double()).numpy()
+        return self.verbalizer.class_scores(word_logprobs.double()).cpu().numpy()
 
-    def _prefix_cache(self, prefix_ids: list[int]) -> Any:
-        out = self.loaded.model(input_ids=torch.tensor([prefix_ids]), use_cache=True)
+    def _prefix_cache(self, prefix_ids: list[int], device: torch.device) -> Any:
+        # only the cache is wanted: the LM head runs on the last position alone
+        out = self.loaded.model(input_ids=torch.tensor([prefix_ids], device=device),
+                                use_cache=True, logits_to_keep=1)
         return out.cache
 
     def _read(self, prefix_ids: list[int], cache: Any, rows: list[list[int]], n_last: int,
-              reduce: Reduce) -> torch.Tensor:
+              reduce: Reduce, device: torch.device) -> torch.Tensor:
         """Log-softmax at the last `n_last` real positions of each row, reduced by `reduce`."""
         pad = self._tokenizer.pad_token_id
         offset = len(prefix_ids)
         order = sorted(range(len(rows)), key=lambda i: -len(rows[i]))  # less padding per batch
-        out: list[torch.Tensor] = [torch.empty(0)] * len(rows)
+        out: list[torch.Tensor] = []
         for start in range(0, len(rows), self.batch_size):
             batch = order[start:start + self.batch_size]
-            lengths = torch.tensor([len(rows[i]) for i in batch])
-            width = int(lengths.max())
-            body = torch.full((len(batch), width), pad, dtype=torch.long)
-            for b, i in enumerate(batch):
-                body[b, :len(rows[i])] = torch.tensor(rows[i])
-            real = torch.arange(width)[None, :] < lengths[:, None]
-            mask = torch.cat([torch.ones(len(batch), offset, dtype=torch.long), real.long()], 1)
+            width = max(len(rows[i]) for i in batch)
+            body = torch.tensor([rows[i] + [pad] * (width - len(rows[i])) for i in batch],
+                                dtype=torch.long, device=device)
+            lengths = torch.tensor([len(rows[i]) for i in batch], device=device)
+            real = torch.arange(width, device=device)[None, :] < lengths[:, None]
+            mask = torch.cat([torch.ones(len(batch), offset, dtype=torch.long, device=device),
+                              real.long()], 1)
             if cache is not None:
-                batch_cache = copy.deepcopy(cache)
-                batch_cache.batch_repeat_interleave(len(batch))
-                input_ids, head = body, 0
-                positions = (offset + torch.arange(width)).expand(len(batch), width)
+                batch_cache, head = shared_prefix_cache(cache, len(batch)), 0
+                input_ids = body
+                positions = (offset + torch.arange(width, device=device)).expand(len(batch), width)
             else:
                 batch_cache, head = None, offset
-                prefix = torch.tensor(prefix_ids, dtype=torch.long).expand(len(batch), offset)
+                prefix = torch.tensor(prefix_ids, dtype=torch.long, device=device).expand(
+                    len(batch), offset)
                 input_ids = torch.cat([prefix, body], dim=1)
-                positions = torch.arange(offset + width).expand(len(batch), offset + width)
+                positions = torch.arange(offset + width, device=device).expand(
+                    len(batch), offset + width)
             # the position whose next-token distribution predicts each of the last n_last tokens
-            read = head + lengths[:, None] - n_last + torch.arange(n_last)[None, :]
+            read = head + lengths[:, None] - n_last + torch.arange(n_last, device=device)[None, :]
             keep = torch.unique(read)
             logits = self.loaded.model(input_ids=input_ids, attention_mask=mask,
                                        position_ids=positions, cache=batch_cache,
                                        use_cache=batch_cache is not None,
                                        logits_to_keep=keep).logits
             column = torch.searchsorted(keep, read)
-            picked = logits[torch.arange(len(batch))[:, None], column].float()
-            reduced = reduce(torch.log_softmax(picked, dim=-1))
-            for b, i in enumerate(batch):
-                out[i] = reduced[b]
-        return torch.stack(out)
+            picked = logits[torch.arange(len(batch), device=device)[:, None], column].float()
+            out.append(reduce(torch.log_softmax(picked, dim=-1)))
+        # back to the input order in one gather
+        inverse = torch.empty(len(rows), dtype=torch.long, device=device)
+        inverse[torch.tensor(order, device=device)] = torch.arange(len(rows), device=device)
+        return torch.cat(out)[inverse]

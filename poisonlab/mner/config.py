@@ -1,5 +1,7 @@
 """Typed MNER-QG config: what YAML (configs/mner/*.yaml) is validated against. Unknown keys are errors.
 
+The `runtime:` section (poisonlab.runtime.RuntimeConfig) says where and how the job runs.
+
 Load a file with `poisonlab.config.load_config(MnerConfig, path, overrides)`. A section class
 carries an `Mner` prefix where a general config of the same concept exists
 (`poisonlab.data.DataConfig`, `poisonlab.experiment.config.ModelConfig`,
@@ -13,6 +15,7 @@ from pydantic import Field
 
 from poisonlab.config import StrictConfig
 from poisonlab.errors import ConfigError
+from poisonlab.runtime import RuntimeConfig
 
 
 class MnerDataConfig(StrictConfig):
@@ -89,3 +92,6 @@ class MnerConfig(StrictConfig):
     loss: LossConfig = LossConfig()
     train: MnerTrainConfig = MnerTrainConfig()
     decode: DecodeConfig = DecodeConfig()
+    runtime: RuntimeConfig = Field(default_factory=RuntimeConfig,
+                                   description="device, mixed precision, gradient accumulation "
+                                               "and checkpointing; the default trains as before")

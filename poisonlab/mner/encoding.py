@@ -4,7 +4,8 @@ Each tweet yields one sequence per entity type, `[CLS] query [SEP] tweet [SEP]`,
 tweet-major (row = tweet * n_types + type) so image features computed once per tweet can be shared
 by its queries with `repeat_interleave`. Spans are predicted on words (the first subword of each
 word), and the match head scores spans up to `max_span_words` long: match targets are
-[rows, words, max_span_words], entry (i, s) meaning the span from word i to word i + s."""
+[rows, words, max_span_words], entry (i, s) meaning the span from word i to word i + s.
+Batches are built on the host and moved to the model's device with `.to(device)`."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from typing import Any
 import torch
 
 from poisonlab.mner.conll import Tweet
+from poisonlab.mner.devices import HOST, tensors_to
 
 
 @dataclass
@@ -26,6 +28,9 @@ class TextBatch:
     word_mask: torch.Tensor       # [R, W] word exists and fits in max_length
     query_index: torch.Tensor     # [R] which query (entity type) the row asks
 
+    def to(self, device: torch.device | str) -> TextBatch:
+        return tensors_to(self, device)
+
 
 @dataclass
 class SpanTargets:
@@ -33,6 +38,9 @@ class SpanTargets:
     end: torch.Tensor     # [R, W]
     match: torch.Tensor   # [R, W, S]
     exists: torch.Tensor  # [R]
+
+    def to(self, device: torch.device | str) -> SpanTargets:
+        return tensors_to(self, device)
 
 
 class QueryEncoder:
@@ -70,30 +78,30 @@ class QueryEncoder:
                 rows.append((ids, len(query), positions))
         length = max(len(r[0]) for r in rows)
         n_words = max(max(len(t.tokens) for t in tweets), 1)
-        input_ids = torch.full((len(rows), length), pad, dtype=torch.long)
-        attention = torch.zeros((len(rows), length), dtype=torch.long)
-        token_type = torch.zeros((len(rows), length), dtype=torch.long)
-        query_mask = torch.zeros((len(rows), length), dtype=torch.bool)
-        word_pos = torch.zeros((len(rows), n_words), dtype=torch.long)
-        word_mask = torch.zeros((len(rows), n_words), dtype=torch.bool)
+        input_ids = torch.full((len(rows), length), pad, dtype=torch.long, device=HOST)
+        attention = torch.zeros((len(rows), length), dtype=torch.long, device=HOST)
+        token_type = torch.zeros((len(rows), length), dtype=torch.long, device=HOST)
+        query_mask = torch.zeros((len(rows), length), dtype=torch.bool, device=HOST)
+        word_pos = torch.zeros((len(rows), n_words), dtype=torch.long, device=HOST)
+        word_mask = torch.zeros((len(rows), n_words), dtype=torch.bool, device=HOST)
         for r, (ids, query_len, positions) in enumerate(rows):
-            input_ids[r, :len(ids)] = torch.tensor(ids)
+            input_ids[r, :len(ids)] = torch.tensor(ids, device=HOST)
             attention[r, :len(ids)] = 1
             token_type[r, query_len + 2:len(ids)] = 1
             query_mask[r, 1:query_len + 1] = True
-            word_pos[r, :len(positions)] = torch.tensor(positions, dtype=torch.long)
+            word_pos[r, :len(positions)] = torch.tensor(positions, dtype=torch.long, device=HOST)
             word_mask[r, :len(positions)] = True
-        query_index = torch.arange(len(self.query_ids)).repeat(len(tweets))
+        query_index = torch.arange(len(self.query_ids), device=HOST).repeat(len(tweets))
         return TextBatch(input_ids, attention, token_type, query_mask, word_pos, word_mask,
                          query_index)
 
     def targets(self, tweets: list[Tweet], max_span_words: int) -> SpanTargets:
         n_words = max(max(len(t.tokens) for t in tweets), 1)
         rows = len(tweets) * len(self.types)
-        start = torch.zeros(rows, n_words)
-        end = torch.zeros(rows, n_words)
-        match = torch.zeros(rows, n_words, max_span_words)
-        exists = torch.zeros(rows)
+        start = torch.zeros(rows, n_words, device=HOST)
+        end = torch.zeros(rows, n_words, device=HOST)
+        match = torch.zeros(rows, n_words, max_span_words, device=HOST)
+        exists = torch.zeros(rows, device=HOST)
         index = {t: k for k, t in enumerate(self.types)}
         for b, tweet in enumerate(tweets):
             for span in tweet.spans:

@@ -9,6 +9,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from poisonlab.mner.devices import HOST
+
 EXTENSIONS = (".jpg", ".jpeg", ".png", ".gif", ".bmp", ".webp")
 
 
@@ -28,7 +30,7 @@ def find_image(folder: Path, img_id: str) -> Path | None:
 
 
 def placeholder(size: int) -> torch.Tensor:
-    return torch.full((3, size, size), 128, dtype=torch.uint8)
+    return torch.full((3, size, size), 128, dtype=torch.uint8, device=HOST)
 
 
 def load_image(folder: str | Path, img_id: str, size: int) -> tuple[torch.Tensor, tuple[int, int] | None]:

@@ -7,7 +7,10 @@
 - grounding (FAOA): MSE of the assigned anchor's offsets (sigmoid x, y; raw log w, h) plus a
   cross-entropy that makes the assigned anchor the most confident of all anchors at all scales
   (soft target spread over a row's boxes); a row whose type is absent from the image makes the
-  no-region logit the most confident instead. Box rows are weighted by their box source."""
+  no-region logit the most confident instead. Box rows are weighted by their box source.
+
+Losses are computed in float32 from the model's logits (bf16 or fp16 under autocast), on their
+device; the targets must be on it too (`Batch.to`)."""
 
 from __future__ import annotations
 
@@ -39,7 +42,8 @@ def regression_loss(grounding: list[torch.Tensor], targets: GroundingTargets) ->
         pick = (targets.scale == scale).nonzero().squeeze(1)
         if len(pick) == 0:
             continue
-        raw = g[targets.row[pick], targets.anchor[pick], :4, targets.cell_y[pick], targets.cell_x[pick]]
+        raw = g[targets.row[pick], targets.anchor[pick], :4, targets.cell_y[pick],
+                targets.cell_x[pick]].float()
         pred = torch.cat([raw[:, :2].sigmoid(), raw[:, 2:]], dim=1)
         per_box.append((targets.weight[pick], ((pred - targets.offsets[pick]) ** 2).sum(1)))
     weights = torch.cat([w for w, _ in per_box])
@@ -53,14 +57,16 @@ def confidence_loss(grounding: list[torch.Tensor], no_region: torch.Tensor,
     rows with boxes (weighted by box source) and the absent rows."""
     if len(targets) + len(targets.absent) == 0:
         return grounding[0].sum() * 0
-    log_probs = torch.cat([flat_confidence(grounding), no_region.unsqueeze(1)], dim=1).log_softmax(1)
+    logits = torch.cat([flat_confidence(grounding), no_region.unsqueeze(1)], dim=1)
+    log_probs = logits.float().log_softmax(1)
+    device = log_probs.device
     rows, inverse = targets.row.unique(return_inverse=True)
-    soft = torch.zeros(len(rows), log_probs.shape[1])
+    soft = torch.zeros(len(rows), log_probs.shape[1], device=device)
     index = flat_index(grounding, targets.scale, targets.anchor, targets.cell_y, targets.cell_x)
-    soft.index_put_((inverse, index), torch.ones(len(index)), accumulate=True)
+    soft.index_put_((inverse, index), torch.ones(len(index), device=device), accumulate=True)
     soft = soft / soft.sum(1, keepdim=True)
-    weight = torch.zeros(len(rows)).scatter_reduce(0, inverse, targets.weight, "amax",
-                                                   include_self=False)
+    weight = torch.zeros(len(rows), device=device).scatter_reduce(
+        0, inverse, targets.weight, "amax", include_self=False)
     boxed = (weight * -(soft * log_probs[rows]).sum(1)).sum()
     absent = -log_probs[targets.absent, -1].sum()
     return (boxed + absent) / (len(rows) + len(targets.absent))
@@ -70,14 +76,15 @@ def mner_loss(output: MnerOutput, targets: SpanTargets, word_mask: torch.Tensor,
               grounding_targets: GroundingTargets | None, weights: LossConfig) -> dict[str, torch.Tensor]:
     mask = word_mask.float()
     words = mask.sum().clamp(min=1)
-    start = (F.binary_cross_entropy_with_logits(output.start, targets.start, reduction="none")
-             * mask).sum() / words
-    end = (F.binary_cross_entropy_with_logits(output.end, targets.end, reduction="none")
+    start = (F.binary_cross_entropy_with_logits(output.start.float(), targets.start,
+                                                reduction="none") * mask).sum() / words
+    end = (F.binary_cross_entropy_with_logits(output.end.float(), targets.end, reduction="none")
            * mask).sum() / words
     candidates = match_mask(output, targets, word_mask).float()
-    match = (F.binary_cross_entropy_with_logits(output.match, targets.match, reduction="none")
+    match = (F.binary_cross_entropy_with_logits(output.match.float(), targets.match,
+                                                reduction="none")
              * candidates).sum() / candidates.sum().clamp(min=1)
-    exists = F.binary_cross_entropy_with_logits(output.exists, targets.exists)
+    exists = F.binary_cross_entropy_with_logits(output.exists.float(), targets.exists)
     parts = {"start": start, "end": end, "match": match, "existence": exists}
     if output.grounding is not None and grounding_targets is not None and weights.grounding > 0:
         parts["grounding"] = (regression_loss(output.grounding, grounding_targets)

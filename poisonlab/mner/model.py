@@ -31,14 +31,16 @@ class MnerOutput:
     no_region: torch.Tensor | None = None  # [R] logit of "no region of the queried type"
 
 
-def coordinate_map(size: int, device: torch.device) -> torch.Tensor:
-    """FAOA's 8 coordinate channels for a size x size grid: cell corners, centre, 1/size."""
+def coordinate_map(size: int, device: torch.device, dtype: torch.dtype = torch.float32
+                   ) -> torch.Tensor:
+    """FAOA's 8 coordinate channels for a size x size grid: cell corners, centre, 1/size
+    (computed in float32, returned as `dtype`)."""
     steps = torch.arange(size, device=device, dtype=torch.float32)
     x0 = (steps / size * 2 - 1).expand(size, size)
     y0 = x0.t()
     x1, y1 = x0 + 2 / size, y0 + 2 / size
     inv = torch.full((size, size), 1 / size, device=device)
-    return torch.stack([x0, y0, x1, y1, (x0 + x1) / 2, (y0 + y1) / 2, inv, inv])
+    return torch.stack([x0, y0, x1, y1, (x0 + x1) / 2, (y0 + y1) / 2, inv, inv]).to(dtype)
 
 
 def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -77,7 +79,7 @@ class GroundingHead(nn.Module):
 
     def forward(self, cells: torch.Tensor, query: torch.Tensor) -> torch.Tensor:
         rows, _, h, w = cells.shape
-        coords = coordinate_map(h, cells.device).expand(rows, -1, -1, -1)
+        coords = coordinate_map(h, cells.device, cells.dtype).expand(rows, -1, -1, -1)
         q = query[:, :, None, None].expand(-1, -1, h, w)
         out = self.net(torch.cat([cells, q, coords], dim=1))
         return out.reshape(rows, ANCHORS_PER_SCALE, 5, h, w)

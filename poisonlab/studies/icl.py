@@ -16,6 +16,7 @@ from poisonlab.config import StrictConfig, load_config
 from poisonlab.experiment.icl import DemonstrationConfig, ICLExperiment, ICLRunConfig
 from poisonlab.models import load_causal_lm
 from poisonlab.registry import ComponentSpec
+from poisonlab.runtime import RuntimeConfig
 from poisonlab.report.icl import MEASURES, VARIANTS
 
 Position = Literal["start", "middle", "end"]
@@ -53,6 +54,8 @@ class ICLStudyConfig(StrictConfig):
     dtype: Literal["float32", "bfloat16"] = Field(
         "float32", description="model weights; bfloat16 is about 2x faster on CPUs with AVX512-BF16")
     seed: int = 0
+    runtime: RuntimeConfig = Field(default_factory=RuntimeConfig,
+                                   description="where the model runs (device)")
     output_dir: str = "runs/icl-study"
     results_dir: str | None = Field(None, description="where the report goes; null: "
                                                       "<output_dir>/report")
@@ -94,6 +97,7 @@ def run_config(study: ICLStudyConfig, entry: StudyDataset) -> ICLRunConfig:
                         template=entry.template, label_words=entry.label_words,
                         demonstrations=DemonstrationConfig(shots_per_class=entry.shots_per_class),
                         batch_size=study.batch_size, dtype=study.dtype, seed=study.seed,
+                        runtime=study.runtime,
                         output_dir=study.output_dir)
 
 
