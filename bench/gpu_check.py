@@ -14,9 +14,9 @@ it, and a two-process run when there are several GPUs).
     accelerate launch --num_processes 2 bench/gpu_check.py --ddp --json results.jsonl
     python bench/gpu_check.py --summary results.jsonl      # the table of every row written
 
-Each check appends its rows (JSON lines) to `--json` and the run prints the summary table; the exit
-status is 1 when a check fails, 2 when there is no CUDA device (`--device cpu` runs the same code
-on the CPU with tiny models, to check the script itself)."""
+Each check appends its rows (JSON lines) to `--json` as soon as it ends (without `--json` the run
+prints the summary table); the exit status is 1 when a check fails, 2 when there is no CUDA
+device (`--device cpu` runs the same code on the CPU, with tiny models to check the script)."""
 
 from __future__ import annotations
 
@@ -239,21 +239,29 @@ def main() -> int:
               "or pass --device cpu to check the script on the CPU", file=sys.stderr)
         return 2
     torch.manual_seed(0)
-    rows = check_training(args)
+    main_process = int(os.environ.get("RANK", "0")) == 0
+    rows: list[Row] = []
+
+    def record(new: list[Row]) -> None:
+        """Keep the rows, and append them to --json at once: a run cut short keeps its rows."""
+        rows.extend(new)
+        if args.json and main_process:
+            with args.json.open("a") as handle:
+                handle.writelines(json.dumps(r) + "\n" for r in new)
+        for r in new if main_process else ():
+            print(f"gpu_check: {r['check']} ({r['setting']}): {r['result']}; {r['value']}",
+                  flush=True)
+
+    record(check_training(args))
     if not args.ddp:
         from poisonlab.models import load_causal_lm
-        rows.append(check_psim(args))
+        record([check_psim(args)])
         loaded = load_causal_lm(args.model)
-        rows += check_icl(args, loaded)
-        rows.append(check_onion(args, loaded))
-    if int(os.environ.get("RANK", "0")) == 0:  # the main process writes and prints
-        if args.json:
-            with args.json.open("a") as handle:
-                handle.writelines(json.dumps(r) + "\n" for r in rows)
-        else:
-            print_table(rows)
+        record(check_icl(args, loaded))
+        record([check_onion(args, loaded)])
+    if main_process and not args.json:
+        print_table(rows)
     return 0 if all(r["ok"] is not False for r in rows) else 1
-
 
 if __name__ == "__main__":
     sys.exit(main())

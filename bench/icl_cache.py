@@ -19,7 +19,6 @@ import argparse
 import contextlib
 import copy
 import os
-import time
 from typing import Any, Iterator
 
 import numpy as np
@@ -27,6 +26,8 @@ import torch
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+
+from timing import interleave, load_line  # noqa: E402
 
 from poisonlab.data import load_dataset  # noqa: E402
 from poisonlab.icl import scoring  # noqa: E402
@@ -38,13 +39,6 @@ from poisonlab.icl.verbalizer import Verbalizer  # noqa: E402
 from poisonlab.models import load_causal_lm  # noqa: E402
 
 
-def load_line(own_threads: int) -> tuple[str, bool]:
-    """The load average and whether the machine is busy: a 1-minute load, less this benchmark's
-    own threads, above half the cores."""
-    one, five, fifteen = os.getloadavg()
-    cores = os.cpu_count() or 1
-    return f"load average {one:.2f} / {five:.2f} / {fifteen:.2f} on {cores} cores", \
-        one - own_threads > 0.5 * cores
 
 
 class CopiedPrefixScorer(LabelScorer):
@@ -111,19 +105,8 @@ def main() -> None:
     # warm-up on another prefix
     LabelScorer(loaded, verbalizer, template.label_prefix).score(context + " ", queries[:2])
     before, busy_any = load_line(0)
-    best = {name: float("inf") for name in arms}
-    best_cpu = dict(best)
-    scores = {}
-    for round_ in range(args.rounds):
-        for name in (list(arms) if round_ % 2 == 0 else list(arms)[::-1]):
-            wall, cpu = time.perf_counter(), time.process_time()
-            scores[name] = arms[name]()
-            seconds, cpu = time.perf_counter() - wall, time.process_time() - cpu
-            best[name], best_cpu[name] = min(best[name], seconds), min(best_cpu[name], cpu)
-            line, busy = load_line(args.threads)
-            busy_any |= busy
-            print(f"round {round_ + 1} {name}: {seconds:.2f}s wall, {cpu:.2f}s CPU ({line})",
-                  flush=True)
+    scores, best, best_cpu, busy = interleave(arms, args.rounds, args.threads)
+    busy_any |= busy
 
     after, _ = load_line(args.threads)
     ours, ours_cpu = best["shared prefix (ours)"], best_cpu["shared prefix (ours)"]

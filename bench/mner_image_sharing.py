@@ -26,18 +26,13 @@ import torch
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
+from timing import interleave, load_line  # noqa: E402
+
 from poisonlab.mner.config import MnerConfig  # noqa: E402
 from poisonlab.mner.synthetic import generate  # noqa: E402
 from poisonlab.mner.train import build_pipeline, load_data, make_batch  # noqa: E402
 
 
-def load_line(own_threads: int) -> tuple[str, bool]:
-    """The load average and whether the machine is busy: a 1-minute load, less this benchmark's
-    own threads, above half the cores."""
-    one, five, fifteen = os.getloadavg()
-    cores = os.cpu_count() or 1
-    return f"load average {one:.2f} / {five:.2f} / {fifteen:.2f} on {cores} cores", \
-        one - own_threads > 0.5 * cores
 
 
 def timed_pass(model, batches, repeat_images: bool) -> tuple[float, float, torch.Tensor]:
@@ -78,18 +73,12 @@ def main() -> None:
     pipe.model.eval()  # no dropout: both paths must give the same numbers
     timed_pass(pipe.model, batches[:1], False)  # warm-up
     before, busy_any = load_line(0)
-    best = {"repeated images": float("inf"), "shared (poisonlab)": float("inf")}
-    best_cpu = dict(best)
-    logits = {}
-    for round_ in range(args.rounds):
-        for name in (list(best) if round_ % 2 == 0 else list(best)[::-1]):
-            seconds, cpu, logits[name] = timed_pass(pipe.model, batches,
-                                                    name == "repeated images")
-            best[name], best_cpu[name] = min(best[name], seconds), min(best_cpu[name], cpu)
-            line, busy = load_line(args.threads)
-            busy_any |= busy
-            print(f"round {round_ + 1} {name}: {seconds:.2f}s wall, {cpu:.2f}s CPU ({line})",
-                  flush=True)
+    arms = {name: (lambda repeat=(name == "repeated images"):
+                   timed_pass(pipe.model, batches, repeat))
+            for name in ("repeated images", "shared (poisonlab)")}
+    passes, best, best_cpu, busy = interleave(arms, args.rounds, args.threads)
+    busy_any |= busy
+    logits = {name: result[2] for name, result in passes.items()}
     gap = (logits["repeated images"] - logits["shared (poisonlab)"]).abs().max().item()
     rows = args.tweets * len(config.data.types)
     print(f"{torch.get_num_threads()} threads (pinned), best of {args.rounds} alternating rounds;"

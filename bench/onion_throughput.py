@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import time
 
 import numpy as np
 import torch
@@ -23,19 +22,14 @@ import torch
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
+from timing import interleave, load_line  # noqa: E402
+
 from poisonlab.data import load_dataset  # noqa: E402
 from poisonlab.defenses.detect_perplexity import (LeaveOneOutPerplexity,  # noqa: E402
                                                   naive_suspicion)
 from poisonlab.models import load_causal_lm  # noqa: E402
 
 
-def load_line(own_threads: int) -> tuple[str, bool]:
-    """The load average and whether the machine is busy: a 1-minute load, less this benchmark's
-    own threads, above half the cores."""
-    one, five, fifteen = os.getloadavg()
-    cores = os.cpu_count() or 1
-    return f"load average {one:.2f} / {five:.2f} / {fifteen:.2f} on {cores} cores", \
-        one - own_threads > 0.5 * cores
 
 
 def main() -> None:
@@ -60,20 +54,8 @@ def main() -> None:
         "batched + cached": lambda: LeaveOneOutPerplexity(
             lm, batch_tokens=args.batch_tokens).suspicion(texts),
     }
-    best = {name: float("inf") for name in arms}
-    best_cpu = dict(best)
-    scores = {}
-    for round_ in range(args.rounds):
-        names = list(arms) if round_ % 2 == 0 else list(arms)[::-1]
-        for name in names:
-            wall, cpu = time.perf_counter(), time.process_time()
-            scores[name] = arms[name]()
-            seconds, cpu = time.perf_counter() - wall, time.process_time() - cpu
-            best[name], best_cpu[name] = min(best[name], seconds), min(best_cpu[name], cpu)
-            line, busy = load_line(args.threads)
-            busy_any |= busy
-            print(f"round {round_ + 1} {name}: {seconds:.2f}s wall, {cpu:.2f}s CPU ({line})",
-                  flush=True)
+    scores, best, best_cpu, busy = interleave(arms, args.rounds, args.threads)
+    busy_any |= busy
 
     naive, ours = scores["naive (per variant)"], scores["batched + cached"]
     difference = max(float(np.max(np.abs(a - b) / np.maximum(1.0, np.abs(b)), initial=0.0))

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import time
 
 import numpy as np
 import torch
@@ -23,18 +22,13 @@ import torch
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
+from timing import interleave, load_line  # noqa: E402
+
 from poisonlab.data import load_dataset  # noqa: E402
 from poisonlab.defenses.base import DETECTORS, SuspectModel  # noqa: E402
 from poisonlab.runtime import model_device  # noqa: E402
 
 
-def load_line(own_threads: int) -> tuple[str, bool]:
-    """The load average and whether the machine is busy: a 1-minute load, less this benchmark's
-    own threads, above half the cores."""
-    one, five, fifteen = os.getloadavg()
-    cores = os.cpu_count() or 1
-    return f"load average {one:.2f} / {five:.2f} / {fifteen:.2f} on {cores} cores", \
-        one - own_threads > 0.5 * cores
 
 
 @torch.no_grad()
@@ -79,19 +73,8 @@ def main() -> None:
 
     arms = {"per-example loop": lambda: per_example(detector, texts),
             "batched (ours)": lambda: detector.defend(texts)[:2]}
-    best = {name: float("inf") for name in arms}
-    best_cpu = dict(best)
-    results = {}
-    for round_ in range(args.rounds):
-        for name in (list(arms) if round_ % 2 == 0 else list(arms)[::-1]):
-            wall, cpu = time.perf_counter(), time.process_time()
-            results[name] = arms[name]()
-            seconds, cpu = time.perf_counter() - wall, time.process_time() - cpu
-            best[name], best_cpu[name] = min(best[name], seconds), min(best_cpu[name], cpu)
-            line, busy = load_line(args.threads)
-            busy_any |= busy
-            print(f"round {round_ + 1} {name}: {seconds:.2f}s wall, {cpu:.2f}s CPU ({line})",
-                  flush=True)
+    results, best, best_cpu, busy = interleave(arms, args.rounds, args.threads)
+    busy_any |= busy
 
     (ours, our_flags), (loop, loop_flags) = results["batched (ours)"], results["per-example loop"]
     after, _ = load_line(args.threads)

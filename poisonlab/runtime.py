@@ -73,12 +73,20 @@ class Runtime:
         return self._accelerator
 
     def _state_is_mine(self) -> bool:
-        """accelerate's process-wide state still has this runtime's precision (a later runtime
-        of another precision in the same process rebuilt it: see `_forget_other_settings`)."""
+        """accelerate's process-wide state still has this runtime's precision and device kind
+        (a later runtime with other settings in the same process rebuilt it: see
+        `_forget_other_settings`)."""
         from accelerate.state import AcceleratorState
         shared = AcceleratorState._shared_state
-        return shared.get("_mixed_precision", self.config.mixed_precision) == \
-            self.config.mixed_precision and bool(shared)
+        device = shared.get("device")
+        return bool(shared) and shared.get("_mixed_precision") == self.config.mixed_precision \
+            and (device is None or (device.type == "cpu") == self._cpu())
+
+    def _cpu(self) -> bool:
+        """Whether this runtime runs on the CPU (auto: when there is no CUDA or MPS device)."""
+        device = self.config.device
+        return device == "cpu" or (device == "auto" and not torch.cuda.is_available()
+                                   and not torch.backends.mps.is_available())
 
     def _make_accelerator(self) -> Any:
         from accelerate import Accelerator
@@ -89,8 +97,7 @@ class Runtime:
         if cfg.device == "mps" and not torch.backends.mps.is_available():
             raise ConfigError("runtime.device is 'mps' but MPS is not available here; use "
                               "device: auto or cpu")
-        cpu = cfg.device == "cpu" or (cfg.device == "auto" and not torch.cuda.is_available()
-                                      and not torch.backends.mps.is_available())
+        cpu = self._cpu()
         if cfg.mixed_precision == "fp16" and cpu:
             raise ConfigError("runtime.mixed_precision fp16 needs a GPU; on a CPU use bf16 or no")
         if cfg.tf32 and torch.cuda.is_available():
@@ -105,7 +112,7 @@ class Runtime:
     def check(self) -> "Runtime":
         """Build the accelerator now: a device that is not here is a ConfigError before a job
         writes anything."""
-        self.accelerator
+        _ = self.accelerator
         return self
 
     @property
@@ -175,7 +182,8 @@ class Runtime:
     def check_data_parallel(self) -> None:
         """The classifier trainer runs one process or DDP; a sharding launcher (DeepSpeed, FSDP,
         Megatron) would need sharded saving and loading that poisonlab does not do."""
-        kind = str(getattr(self.accelerator.distributed_type, "value", self.accelerator.distributed_type))
+        kind = self.accelerator.distributed_type
+        kind = str(getattr(kind, "value", kind))
         if kind.upper() in ("DEEPSPEED", "FSDP", "MEGATRON_LM", "XLA"):
             raise ConfigError(f"this job was launched with {kind}; poisonlab trains classifiers "
                               "in one process or data parallel (DDP) only: launch without the "

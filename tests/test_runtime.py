@@ -149,7 +149,7 @@ def test_gradient_checkpointing_gives_the_same_training():
         loaded = load_classifier("tiny-bert", 2, seed=0)  # dropout on: checkpointing replays it
         layer_calls = []  # a module inside a layer: the backward's recomputation calls it again
         loaded.model.bert.encoder.layer[0].intermediate.register_forward_hook(
-            lambda *args: layer_calls.append(1))
+            lambda *args, calls=layer_calls: calls.append(1))
         history = train_classifier(
             loaded.model, loaded.tokenizer, examples, config, progress=False,
             runtime=Runtime(RuntimeConfig(gradient_checkpointing=checkpointing)))
@@ -226,9 +226,8 @@ def test_every_process_follows_the_main_process_decision(tmp_path):
         refused.reusable()
     locked = RunSlot(tmp_path / "run", {}, kind="train",
                      runtime=OtherProcess(ConfigError("another process is writing")))
-    with pytest.raises(ConfigError, match="another process"):
-        with locked.building():
-            pass
+    with pytest.raises(ConfigError, match="another process"), locked.building():
+        pass
     assert not (tmp_path / "run").exists()
 
 

@@ -4,7 +4,8 @@ For a text of n words, ONION needs the perplexity of the text and of the n texts
 removed. The variant without word i shares its token prefix with the full text up to that word,
 so the full text runs once with its key/value cache kept and each variant only runs its suffix,
 attending to the cached prefix. Variants of many texts go into one forward pass: each row gets
-its own text's cache, right-padded, with the padding masked out. Texts are bucketed by length.
+its own text's cache, right-padded, with the padding masked out. Texts are bucketed by length, and
+every suffix pass holds rows of nearly equal length (padding under `MAX_PADDING` of its tokens).
 `naive_suspicion` is the one-forward-per-variant reference the tests and the benchmark compare to.
 
 A variant's tokens up to the deleted word are the full text's, so their NLL is a prefix sum of the
@@ -26,6 +27,10 @@ import torch
 
 from poisonlab.models import LoadedModel
 from poisonlab.runtime import model_device
+
+# the share of padding a suffix pass may run, over its real tokens (sorted rows of nearly equal
+# length; without the cap one pass spanned many lengths and a third of its tokens were padding)
+MAX_PADDING = 0.1
 
 
 def leave_one_out(words: Sequence[str]) -> list[str]:
@@ -94,9 +99,8 @@ class LeaveOneOutPerplexity:
         # NLL of token t+1 given tokens <= t, per row (0 at padding); read on the host
         token_nll = _target_nll(model, hidden[:, :-1], batch["input_ids"][:, 1:],
                                 batch["attention_mask"][:, 1:].bool()).cpu()  # [B, L-1]
-        cache = out.cache
-        keys = [layer.keys for layer in cache.layers]
-        values = [layer.values for layer in cache.layers]
+        keys = [layer.keys for layer in out.cache.layers]
+        values = [layer.values for layer in out.cache.layers]
         full_nll = [float(token_nll[b, :len(ids) - 1].sum()) for b, ids in enumerate(full_ids)]
         prefix_sums = torch.cat([token_nll.new_zeros(len(texts), 1), token_nll.cumsum(1)], dim=1)
 
@@ -130,19 +134,15 @@ class LeaveOneOutPerplexity:
                                 torch.ones_like(targets[:, None], dtype=torch.bool))
             for (k, *_), value in zip(first_new, first[:, 0].tolist()):
                 nll[k] += value
-        run = sorted((k for k, v in enumerate(variants) if v[2]),
-                     key=lambda k: (len(variants[k][2]), variants[k][1]))
-        start = 0
-        while start < len(run):
-            end = start + 1
-            while end < len(run) and (end - start + 1) * (
-                    len(variants[run[end]][2]) + variants[run[end]][1]) <= self.batch_tokens:
-                end += 1
-            chunk = run[start:end]
-            suffix = self._suffix_nll(model, [variants[k] for k in chunk], keys, values, device)
-            for k, value in zip(chunk, suffix):
+        # variants with a suffix to run, by suffix length, in passes of nearly equal lengths
+        index = sorted((k for k, v in enumerate(variants) if v[2]),
+                       key=lambda k: (len(variants[k][2]), variants[k][1]))
+        run = [variants[k] for k in index]
+        for start, end in _chunks([len(v[2]) for v in run], [v[1] for v in run],
+                                  self.batch_tokens):
+            suffix = self._suffix_nll(model, run[start:end], keys, values, device)
+            for k, value in zip(index[start:end], suffix):
                 nll[k] += value
-            start = end
 
         scores: list[list[float]] = [[] for _ in texts]
         for (row, predicted), value in zip(owners, nll):
@@ -179,6 +179,26 @@ class LeaveOneOutPerplexity:
         target_ids = _right_padded([v[3] for v in chunk], self.pad_id, device)["input_ids"]
         valid = torch.arange(width_suffix, device=device) < suffix_len[:, None]
         return _target_nll(model, hidden, target_ids, valid).sum(1).tolist()
+
+
+def _chunks(suffix: Sequence[int], prefix: Sequence[int], budget: int) -> list[tuple[int, int]]:
+    """[start, end) runs of rows sorted by suffix length, one forward pass each: at most `budget`
+    tokens counting every row's (padded) prefix, and suffix padding under MAX_PADDING of the real
+    suffix tokens, so the passes do little work on padding while staying large."""
+    runs, start = [], 0
+    while start < len(suffix):
+        end, real, widest_prefix = start + 1, suffix[start], prefix[start]
+        while end < len(suffix):
+            rows, width = end - start + 1, suffix[end]  # the widest so far: sorted
+            widest_prefix = max(widest_prefix, prefix[end])
+            if rows * (width + widest_prefix) > budget or \
+                    rows * width > (1 + MAX_PADDING) * (real + width):
+                break
+            real += width
+            end += 1
+        runs.append((start, end))
+        start = end
+    return runs
 
 
 def _right_padded(ids: Sequence[Sequence[int]], pad_id: int,

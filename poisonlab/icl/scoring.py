@@ -103,7 +103,8 @@ class LabelScorer:
                                           lambda lp, t=target, s=steps: lp[:, s, t]
                                           .sum(1, keepdim=True), device))
             word_logprobs = torch.cat(columns, dim=1)
-        return self.verbalizer.class_scores(word_logprobs.double()).cpu().numpy()
+        # to the host before float64, which not every accelerator has (MPS)
+        return self.verbalizer.class_scores(word_logprobs.cpu().double()).numpy()
 
     def _prefix_cache(self, prefix_ids: list[int], device: torch.device) -> Any:
         # only the cache is wanted: the LM head runs on the last position alone
