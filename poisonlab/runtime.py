@@ -16,7 +16,7 @@ the classifier trainer (`check_data_parallel`)."""
 from __future__ import annotations
 
 import contextlib
-import inspect
+import os
 from typing import Any, Iterator, Literal, TypeVar
 
 import torch
@@ -51,12 +51,12 @@ def model_device(model: torch.nn.Module) -> torch.device:
     return torch.device("cpu")
 
 
-def runtime_argument(method: Any, runtime: "Runtime | None") -> dict[str, Any]:
-    """`{"runtime": runtime}` when a component's method takes one (it trains through it); a
-    method that does not runs on its model's device, in one process, in fp32."""
-    if runtime is None or "runtime" not in inspect.signature(method).parameters:
-        return {}
-    return {"runtime": runtime}
+def main_process() -> bool:
+    """Whether this process is rank 0 of its launch (always true without a launcher): the one
+    that writes what no single job owns, such as a study's table and plot. Read from the
+    launcher's environment (torchrun and accelerate launch set RANK), so asking starts
+    nothing."""
+    return int(os.environ.get("RANK", "0")) == 0
 
 
 class Runtime:

@@ -318,3 +318,20 @@ def test_defend_cli_on_a_run_folder_and_a_detection_study(synthetic_dir, tmp_pat
     assert [(r["victim"], r["defense"]) for r in table] == [
         ("all", "none"), ("all", "strip"), ("all", "strip-fixed"), ("all", "strip-fixed")]
     assert "fixed" in table[2]["threshold"] and "dev FRR" in table[3]["threshold"]
+
+
+def test_a_detection_runs_through_its_runtime_section(synthetic_dir, tmp_path):
+    """`runtime:` of a detection config reaches the run protocol and the suspect: bf16 autocast
+    is recorded in environment.json, and PSIM's module trains and scores through it."""
+    from poisonlab.experiment.detection import DetectionConfig, run_detection
+    config = DetectionConfig(
+        name="psim-bf16", victim="tiny-bert", output_dir=str(tmp_path),
+        data={"name": str(synthetic_dir), "train_size": 48, "test_size": 16},
+        attack={"name": "badnet", "poison_rate": 0.1, "target_label": 1},
+        defense={"name": "psim", "threshold": 0.7, "tuning": "lora",
+                 "training": {"epochs": 1, "max_length": 16}},
+        runtime={"mixed_precision": "bf16"})
+    metrics = run_detection(config)
+    environment = json.loads((tmp_path / "psim-bf16" / "environment.json").read_text())
+    assert environment["runtime"]["mixed_precision"] == "bf16"
+    assert 0 <= metrics["false_rejection_rate"] <= 1

@@ -243,7 +243,7 @@ def test_cli_run_writes_a_run_folder(tiny, binary_dir, tmp_path, capsys):
 def test_study_runs_cells_and_writes_report(tiny, binary_dir, tmp_path, monkeypatch):
     from poisonlab.studies import icl as study_module
     from poisonlab.report.icl import write_study_report
-    monkeypatch.setattr(study_module, "load_causal_lm", lambda name, **kwargs: tiny)
+    monkeypatch.setattr(study_module, "load_icl_model", lambda config, **kwargs: tiny)
     study = study_module.ICLStudyConfig(
         model="tiny-llama", output_dir=str(tmp_path / "runs"), results_dir=str(tmp_path / "out"),
         reference_count=1, prompt_counts=[2], demonstration_counts=[0, 1], positions=["start"],

@@ -196,3 +196,24 @@ def test_checkpoint_carries_cuda_generators_and_loads_without_them(tmp_path, mon
     restored.clear()
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # resumed on a CPU machine
     assert load_checkpoint(tmp_path, "key", *parts()).step == 4 and restored == []
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="a CUDA device is available here")
+def test_a_run_trained_on_a_gpu_evaluates_on_the_cpu_with_device(synthetic16, tmp_path,
+                                                                  capsys):
+    """A run folder records runtime.device: cuda; here, without CUDA, `mner eval` says so in
+    one line (exit 2), and `--device cpu` evaluates it."""
+    from poisonlab.cli import main
+    config = _config(synthetic16, epochs=1)
+    config.data.train_limit = 4
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        run_training(config, tmp_path / "run", eval_splits=())
+    recorded = tmp_path / "run" / "config.yaml"
+    recorded.write_text(recorded.read_text().replace("device: auto", "device: cuda"))
+    assert main(["mner", "eval", str(tmp_path / "run")]) == 2
+    assert "no CUDA device" in capsys.readouterr().err
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert main(["mner", "eval", str(tmp_path / "run"), "--device", "cpu"]) == 0
+    assert json.loads((tmp_path / "run" / "metrics_test.json").read_text())["test"]

@@ -235,3 +235,48 @@ def test_the_gguf_model_honours_dtype_and_attention():
     half = load_causal_lm("smollm2-135m", dtype="bfloat16", attn_implementation="eager")
     assert parameter_dtypes(half.model) == {torch.bfloat16}
     assert half.model.config._attn_implementation == "eager"
+
+
+def _run_config(synthetic_dir, tmp_path, **model):
+    from poisonlab.experiment import load_run_config
+    return load_run_config(base={
+        "name": "run", "data": {"name": str(synthetic_dir), "train_size": 24, "test_size": 8},
+        "model": {"name": "tiny-bert", **model}, "tuning": {"name": "full"},
+        "training": {"epochs": 1, "max_length": 16}, "eval_every_epoch": False,
+        "output_dir": str(tmp_path / "runs")})
+
+
+@pytest.mark.parametrize("model, message", [({"dtype": "auto"}, "inference-only"),
+                                            ({"device_map": "cpu"}, "inference-only")])
+def test_a_run_refuses_inference_only_options_before_writing(model, message, synthetic_dir,
+                                                              tmp_path):
+    from poisonlab.experiment import run_experiment
+    with pytest.raises(ConfigError, match=message):
+        run_experiment(_run_config(synthetic_dir, tmp_path, **model), progress=False)
+    assert not (tmp_path / "runs").exists()
+
+
+def test_a_run_loads_and_restores_in_its_dtype(synthetic_dir, tmp_path):
+    """`model.dtype` reaches the loader of a run, and restoring the run folder (or using it as a
+    suspect) loads the same dtype again."""
+    from poisonlab.experiment import run_experiment
+    from poisonlab.experiment.pipeline import prepare_run
+    from poisonlab.experiment.restore import restore_run, suspect_from_run
+    config = _run_config(synthetic_dir, tmp_path, dtype="bfloat16")
+    assert parameter_dtypes(prepare_run(config).loaded.model) == {torch.bfloat16}
+    run_experiment(config, progress=False)
+    assert parameter_dtypes(restore_run(config.run_dir).model) == {torch.bfloat16}
+    assert parameter_dtypes(suspect_from_run(config.run_dir).load_weights().model) == {
+        torch.bfloat16}
+
+
+def test_icl_loads_in_its_dtype_and_keeps_a_device_map():
+    from poisonlab.experiment.icl import ICLRunConfig, load_icl_model
+    from poisonlab.runtime import Runtime
+    bf16 = load_icl_model(ICLRunConfig(model="tiny-llama", dtype="bfloat16"))
+    assert parameter_dtypes(bf16.model) == {torch.bfloat16}
+    mapped = load_icl_model(ICLRunConfig(model="tiny-llama", device_map={"": "cpu"}))
+    assert mapped.model.hf_device_map == {"": "cpu"}
+    assert Runtime().place(mapped.model) is mapped.model
+    with pytest.raises(ValueError, match="not a device"):
+        ICLRunConfig(model="tiny-llama", device_map="gpu7")

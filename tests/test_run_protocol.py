@@ -274,3 +274,17 @@ def test_run_folders_of_the_previous_version_keep_their_hash():
         assert config_hash(changed.resolved()) != config_hash(old)
         differences = differing_fields(old, changed.resolved())
         assert len(differences) == 1 and field in differences[0], differences
+
+
+def test_only_rank_0_of_a_launch_writes_and_prints_the_study_table(synthetic_dir, tmp_path,
+                                                                   capsys, monkeypatch):
+    path = tmp_path / "study.yaml"
+    path.write_text(STUDY.format(out=tmp_path / "out", data=synthetic_dir).replace(
+        "    broken: {tuning: {name: lora, rank: 4}}\n", ""))
+    assert main(["study", str(path), "--quiet"]) == 0
+    table = tmp_path / "out" / "tiny-study" / "table.md"
+    assert table.is_file() and "| full " in capsys.readouterr().out
+    table.unlink()
+    monkeypatch.setenv("RANK", "1")  # what torchrun / accelerate launch set on the second rank
+    assert main(["study", str(path), "--quiet"]) == 0
+    assert not table.exists() and capsys.readouterr().out == ""

@@ -28,6 +28,7 @@ from poisonlab.errors import ConfigError
 from poisonlab.models import LoadedModel
 from poisonlab.models.architecture import input_embeddings
 from poisonlab.registry import component_field
+from poisonlab.runtime import Runtime
 from poisonlab.training import TrainingConfig, train_classifier
 from poisonlab.training.trainer import cross_entropy_loss
 
@@ -71,7 +72,8 @@ class EmbeddingPoisoning(WeightPoisoningAttack):
                    "training": {"epochs": 6, "learning_rate": 1e-1, "warmup_ratio": 0.0}}
 
     def poison_model(self, loaded: LoadedModel, clean_train: list[Example],
-                     poisoned_train: list[Example], *, progress: bool) -> None:
+                     poisoned_train: list[Example], *, progress: bool,
+                     runtime: Runtime | None = None) -> None:
         cfg = self.config
         words = getattr(cfg.trigger.config, "triggers", None)
         if not words:
@@ -83,7 +85,7 @@ class EmbeddingPoisoning(WeightPoisoningAttack):
             train_classifier(model, loaded.tokenizer, clean_train, cfg.training.model_copy(
                 update={"epochs": cfg.clean_epochs, "learning_rate": cfg.clean_learning_rate,
                         "warmup_ratio": 0.06}), progress=progress,
-                description="poison: clean proxy")
+                description="poison: clean proxy", runtime=runtime)
         table = input_embeddings(model).weight
         # on the table's device (the model's): the gradient hook mixes no host tensor in
         rows = torch.tensor(trigger_token_ids(loaded.tokenizer, words), device=table.device)
@@ -111,7 +113,8 @@ class EmbeddingPoisoning(WeightPoisoningAttack):
         try:
             train_classifier(model, loaded.tokenizer, [e for e in poisoned_train if e.poisoned],
                              cfg.training.model_copy(update={"weight_decay": 0.0}), loss_fn=loss,
-                             progress=progress, description="poison: embedding")
+                             progress=progress, description="poison: embedding",
+                             runtime=runtime)
         finally:
             hook.remove()
         project_rows()

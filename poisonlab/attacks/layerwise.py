@@ -18,6 +18,7 @@ from poisonlab.attacks.weight_base import WEIGHT_ATTACKS, WeightPoisonConfig, We
 from poisonlab.data import Example
 from poisonlab.models import LoadedModel
 from poisonlab.models.architecture import is_causal, task_head
+from poisonlab.runtime import Runtime
 from poisonlab.training import train_classifier
 
 
@@ -51,8 +52,9 @@ class LayerwisePoisoning(WeightPoisoningAttack):
     """Layer-wise poisoning (Li et al. 2021): the head's loss on every layer's representation."""
 
     def poison_model(self, loaded: LoadedModel, clean_train: list[Example],
-                     poisoned_train: list[Example], *, progress: bool) -> None:
+                     poisoned_train: list[Example], *, progress: bool,
+                     runtime: Runtime | None = None) -> None:
         loaded.model.requires_grad_(True)
         train_classifier(loaded.model, loaded.tokenizer, poisoned_train, self.config.training,
                          loss_fn=layerwise_loss, progress=progress,
-                         description="poison: layerwise")
+                         description="poison: layerwise", runtime=runtime)

@@ -13,6 +13,7 @@ from __future__ import annotations
 from poisonlab.attacks.weight_base import WEIGHT_ATTACKS, WeightPoisonConfig, WeightPoisoningAttack
 from poisonlab.data import Example
 from poisonlab.models import LoadedModel
+from poisonlab.runtime import Runtime
 from poisonlab.training import train_classifier
 
 
@@ -25,7 +26,8 @@ class ProxyPoisoning(WeightPoisoningAttack):
     """Proxy-task poisoning (PSIM / W2SDefense): full fine-tuning on poisoned proxy data."""
 
     def poison_model(self, loaded: LoadedModel, clean_train: list[Example],
-                     poisoned_train: list[Example], *, progress: bool) -> None:
+                     poisoned_train: list[Example], *, progress: bool,
+                     runtime: Runtime | None = None) -> None:
         loaded.model.requires_grad_(True)
         train_classifier(loaded.model, loaded.tokenizer, poisoned_train, self.config.training,
-                         progress=progress, description="poison: proxy")
+                         progress=progress, description="poison: proxy", runtime=runtime)

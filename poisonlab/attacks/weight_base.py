@@ -33,6 +33,7 @@ from poisonlab.data import DataConfig, Example
 from poisonlab.errors import PoisonlabError
 from poisonlab.models import LoadedModel
 from poisonlab.registry import Registry, component_field
+from poisonlab.runtime import Runtime
 from poisonlab.training import TrainingConfig
 from poisonlab.models.architecture import HEAD_NAMES
 
@@ -137,9 +138,11 @@ class WeightPoisoningAttack(ABC):
 
     @abstractmethod
     def poison_model(self, loaded: LoadedModel, clean_train: list[Example],
-                     poisoned_train: list[Example], *, progress: bool) -> None:
+                     poisoned_train: list[Example], *, progress: bool,
+                     runtime: Runtime | None = None) -> None:
         """Poison `loaded.model` in place. `poisoned_train` is `clean_train` after the trigger
-        attack's `poison` (triggered examples have `poisoned=True`)."""
+        attack's `poison` (triggered examples have `poisoned=True`); its training runs through
+        `runtime` (precision, accumulation, processes) when given."""
 
     def folder_name(self) -> str:
         if self.config.release_name:

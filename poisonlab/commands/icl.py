@@ -13,6 +13,7 @@ from pathlib import Path
 
 from poisonlab.commands.options import (add_config_options, add_trust_options, config_overrides,
                                         trust_options)
+from poisonlab.runtime import main_process
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -32,6 +33,8 @@ def _study(args: argparse.Namespace) -> int:
     from poisonlab.studies.icl import load_study_config, run_study, study_rows
     study = load_study_config(args.config)
     run_study(study, **trust_options(args))
+    if not main_process():  # rank 0 alone writes the report
+        return 0
     for path in write_study_report(study, study_rows(study), args.report_dir):
         print(f"wrote {path}")
     return 0

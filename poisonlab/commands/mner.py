@@ -28,14 +28,16 @@ def _train(args: argparse.Namespace) -> int:
 
 def _eval(args: argparse.Namespace) -> int:
     from poisonlab.experiment.mner import run_eval
-    metrics = run_eval(args.run, args.split, threshold=args.threshold, **trust_options(args))
+    metrics = run_eval(args.run, args.split, threshold=args.threshold, device=args.device,
+                       **trust_options(args))
     print(json.dumps(metrics, indent=1))
     return 0
 
 
 def _thresholds(args: argparse.Namespace) -> int:
     from poisonlab.mner.thresholds import DEFAULT_GRID, sweep_thresholds
-    result = sweep_thresholds(args.run, args.split, tuple(args.grid or DEFAULT_GRID))
+    result = sweep_thresholds(args.run, args.split, tuple(args.grid or DEFAULT_GRID),
+                              device=args.device)
     print("| threshold | P | R | F1 |\n| --- | --- | --- | --- |")
     for row in result["sweep"]:
         print(f"| {row['threshold']:g} | {100 * row['precision']:.2f} | {100 * row['recall']:.2f} | "
@@ -47,16 +49,18 @@ def _thresholds(args: argparse.Namespace) -> int:
 
 def _predict(args: argparse.Namespace) -> int:
     from poisonlab.io import write_jsonl
+    from poisonlab.experiment.mner import single_process_runtime
     from poisonlab.mner.dataset import load_split
     from poisonlab.mner.train import load_run, predict, prediction_rows
-    pipe = load_run(args.run, **trust_options(args))
+    pipe = load_run(args.run, device=args.device, **trust_options(args))
     images = Path(args.images) if args.images else None
     if pipe.config.model.image and images is None:
         raise ConfigError("this model has an image branch: pass --images FOLDER")
     if images is not None and not images.is_dir():
         raise DataError("image folder not found", path=images)
     split = load_split(Path(args.input), images, {}, pipe.config.model.image_size)
-    rows = prediction_rows(split, predict(pipe, split))
+    runtime = single_process_runtime(pipe.config.runtime)
+    rows = prediction_rows(split, predict(pipe, split, runtime))
     write_jsonl(args.out, rows)
     print(f"{len(rows)} tweets -> {args.out}")
     return 0
@@ -80,6 +84,12 @@ def _report(args: argparse.Namespace) -> int:
         variants.setdefault(name, []).extend(r for r in runs.split(",") if r)
     print(ablation_table(variants, args.split))
     return 0
+
+
+def _add_device_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"],
+                        help="where the model runs (default: the run's runtime.device), e.g. "
+                             "cpu for a run trained on a GPU")
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -107,6 +117,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     evaluate.add_argument("--threshold", type=float,
                           help="span threshold instead of the run's decode.threshold "
                                "(choose it on valid with `mner thresholds`)")
+    _add_device_option(evaluate)
     add_trust_options(evaluate)
     evaluate.set_defaults(func=_eval)
 
@@ -117,6 +128,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                        help="choose on valid; test only to inspect")
     sweep.add_argument("--grid", type=float, nargs="+", help="thresholds to try (default 0.1 to 0.7 "
                                                              "in steps of 0.1)")
+    _add_device_option(sweep)
     sweep.set_defaults(func=_thresholds)
 
     pred = commands.add_parser("predict", help="tag a CoNLL file (tags of the input are ignored)")
@@ -124,6 +136,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     pred.add_argument("input", help="CoNLL file (IMGID: lines, token<TAB>tag; tags may be O)")
     pred.add_argument("--images", help="image folder (required by models with the image branch)")
     pred.add_argument("--out", required=True, help="predictions JSONL")
+    _add_device_option(pred)
     add_trust_options(pred)
     pred.set_defaults(func=_predict)
 

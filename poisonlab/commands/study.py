@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 from poisonlab.commands.options import add_config_options, add_trust_options, trust_options
+from poisonlab.runtime import main_process
 
 
 def _study(args: argparse.Namespace) -> int:
@@ -21,6 +22,8 @@ def _study(args: argparse.Namespace) -> int:
         return 0
     run_study(study, force=args.force, progress=not args.quiet, only=args.only,
               **trust_options(args))
+    if not main_process():  # rank 0 alone wrote the table; it alone prints it
+        return 0
     print((study.folder / "table.md").read_text(encoding="utf-8"))
     print(f"study folder: {study.folder}")
     return 0

@@ -26,6 +26,7 @@ from poisonlab.data import Example
 from poisonlab.models import LoadedModel, load_classifier
 from poisonlab.models.cache import ModelCache
 from poisonlab.registry import Registry
+from poisonlab.runtime import Runtime
 from poisonlab.training import predict_logits
 
 
@@ -51,10 +52,14 @@ class SuspectModel:
     weights_id: str = ""  # names the suspect weights (what defenses may cache by)
     max_length: int = 128
     batch_size: int = 64
+    # where the victim and what detectors train for it run (precision, processes); None: the
+    # victim's device, one process, fp32
+    runtime: Runtime | None = None
 
     def predict_logits(self, texts: Sequence[str]) -> np.ndarray:
         return predict_logits(self.victim, self.tokenizer, list(texts),
-                              batch_size=self.batch_size, max_length=self.max_length)
+                              batch_size=self.batch_size, max_length=self.max_length,
+                              runtime=self.runtime)
 
     @classmethod
     def from_released(cls, name: str, num_labels: int = 2, *, allow_pickle: bool = False,

@@ -25,7 +25,7 @@ from poisonlab.models import LoadedModel
 from poisonlab.models.cache import ModelCache
 from poisonlab.models.architecture import (ffn_activation_consumer, layer_submodule,
                                            transformer_layers)
-from poisonlab.runtime import model_device
+from poisonlab.runtime import Runtime, model_device
 from poisonlab.training import encode_texts, train_classifier
 from poisonlab.training.trainer import collate, to_device
 
@@ -80,7 +80,8 @@ class FinePrune(RepairDefense):
     config: FinePruneConfig
 
     def repair(self, suspect: LoadedModel, clean_train: Sequence[Example], *,
-               progress: bool = False, cache: ModelCache | None = None) -> RepairedModel:
+               progress: bool = False, cache: ModelCache | None = None,
+               runtime: Runtime | None = None) -> RepairedModel:
         cfg = self.config
         model = suspect.model
         path = cfg.ffn_output or ffn_activation_consumer(model.config)
@@ -103,6 +104,7 @@ class FinePrune(RepairDefense):
                 pruned[f"fineprune.layer{first + offset}.pruned_units"] = units.cpu()
         strategy, tuned = self.wrap(suspect)
         history = train_classifier(tuned, suspect.tokenizer, clean_train, cfg.training,
-                                   progress=progress, description="fineprune")
+                                   progress=progress, description="fineprune",
+                                   runtime=runtime)
         return RepairedModel(tuned.eval(), suspect.tokenizer,
                              {**strategy.trainable_state(tuned), **pruned}, history)

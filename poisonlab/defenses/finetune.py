@@ -11,6 +11,7 @@ from poisonlab.data import Example
 from poisonlab.defenses.repair_base import REPAIRS, RepairConfig, RepairDefense, RepairedModel
 from poisonlab.models import LoadedModel
 from poisonlab.models.cache import ModelCache
+from poisonlab.runtime import Runtime
 from poisonlab.training import train_classifier
 
 
@@ -19,9 +20,11 @@ class FineTune(RepairDefense):
     """Fine-tune a PEFT adapter of the suspect on clean data with cross-entropy."""
 
     def repair(self, suspect: LoadedModel, clean_train: Sequence[Example], *,
-               progress: bool = False, cache: ModelCache | None = None) -> RepairedModel:
+               progress: bool = False, cache: ModelCache | None = None,
+               runtime: Runtime | None = None) -> RepairedModel:
         strategy, model = self.wrap(suspect)
         history = train_classifier(model, suspect.tokenizer, clean_train, self.config.training,
-                                   progress=progress, description="finetune")
+                                   progress=progress, description="finetune",
+                                   runtime=runtime)
         return RepairedModel(model.eval(), suspect.tokenizer, strategy.trainable_state(model),
                              history)

@@ -22,6 +22,7 @@ from poisonlab.data import Example
 from poisonlab.defenses.repair_base import REPAIRS, RepairConfig, RepairDefense, RepairedModel
 from poisonlab.models import LoadedModel
 from poisonlab.models.cache import ModelCache
+from poisonlab.runtime import Runtime
 from poisonlab.training import train_classifier
 
 
@@ -45,13 +46,14 @@ class NeuralAttentionDistillation(RepairDefense):
     config: NadConfig
 
     def repair(self, suspect: LoadedModel, clean_train: Sequence[Example], *,
-               progress: bool = False, cache: ModelCache | None = None) -> RepairedModel:
+               progress: bool = False, cache: ModelCache | None = None,
+               runtime: Runtime | None = None) -> RepairedModel:
         cfg = self.config
         teacher_loaded = LoadedModel(copy.deepcopy(suspect.model), suspect.tokenizer,
                                      suspect.kind, suspect.name)
         _, teacher = self.wrap(teacher_loaded)
         train_classifier(teacher, suspect.tokenizer, clean_train, cfg.training,
-                         progress=progress, description="nad teacher")
+                         progress=progress, description="nad teacher", runtime=runtime)
         teacher.eval().requires_grad_(False)
         strategy, student = self.wrap(suspect)
 
@@ -67,6 +69,7 @@ class NeuralAttentionDistillation(RepairDefense):
             return F.cross_entropy(out.logits, batch["labels"]) + cfg.beta * distance
 
         history = train_classifier(student, suspect.tokenizer, clean_train, cfg.training,
-                                   loss_fn=loss, progress=progress, description="nad")
+                                   loss_fn=loss, progress=progress, description="nad",
+                                   runtime=runtime)
         return RepairedModel(student.eval(), suspect.tokenizer, strategy.trainable_state(student),
                              history)

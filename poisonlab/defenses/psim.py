@@ -83,7 +83,7 @@ class Psim(Detector):
             history = train_classifier(
                 model, loaded.tokenizer, random_labels(clean_train, suspect.num_labels, c.seed),
                 c.training.model_copy(update={"seed": c.seed}), progress=False,
-                description="psim")
+                description="psim", runtime=suspect.runtime)
             return model, loaded.tokenizer, history
 
         # The module depends only on the suspect weights, the defender's data and the config
@@ -101,7 +101,8 @@ class Psim(Detector):
         """Maximum class probability of the PSIM module."""
         logits = predict_logits(self.model_, self.tokenizer_, list(texts),
                                 batch_size=self.config.training.eval_batch_size,
-                                max_length=self.config.training.max_length)
+                                max_length=self.config.training.max_length,
+                                runtime=self.suspect_.runtime)
         logits = logits - logits.max(-1, keepdims=True)
         probs = np.exp(logits) / np.exp(logits).sum(-1, keepdims=True)
         return probs.max(-1)

@@ -23,6 +23,7 @@ from poisonlab.errors import ConfigError
 from poisonlab.models import LoadedModel
 from poisonlab.models.cache import ModelCache
 from poisonlab.registry import Registry, component_field
+from poisonlab.runtime import Runtime
 from poisonlab.training import TrainingConfig
 from poisonlab.tuning import TUNING_STRATEGIES, TuningStrategy
 
@@ -82,9 +83,11 @@ class RepairDefense(ABC):
 
     @abstractmethod
     def repair(self, suspect: LoadedModel, clean_train: Sequence[Example], *,
-               progress: bool = False, cache: ModelCache | None = None) -> RepairedModel:
+               progress: bool = False, cache: ModelCache | None = None,
+               runtime: Runtime | None = None) -> RepairedModel:
         """Return the repaired model; `suspect.model` is modified in place. Models in `cache`
-        are reused and new ones stored there; without it nothing is shared."""
+        are reused and new ones stored there; without it nothing is shared. Training runs
+        through `runtime` (precision, accumulation, processes) when given."""
 
     def build_tuning(self) -> TuningStrategy:
         return self.config.tuning.build()

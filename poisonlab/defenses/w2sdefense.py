@@ -46,7 +46,7 @@ from poisonlab.data import Example
 from poisonlab.defenses.repair_base import (REPAIRS, RepairConfig, RepairDefense, RepairedModel,
                                             tuning_field)
 from poisonlab.registry import component_field
-from poisonlab.runtime import model_device
+from poisonlab.runtime import Runtime, model_device
 from poisonlab.models import LoadedModel
 from poisonlab.models.cache import ModelCache
 from poisonlab.training import TrainingConfig, encode_texts, train_classifier
@@ -131,13 +131,13 @@ def teacher_key(config: W2SDefenseConfig, student_hidden: int, num_labels: int,
 
 def train_teacher(config: W2SDefenseConfig, student_hidden: int, num_labels: int,
                   clean_train: Sequence[Example], *, progress: bool = False,
-                  cache: ModelCache | None = None,
-                  device: torch.device | None = None) -> tuple[ProjectedTeacher, Any]:
+                  cache: ModelCache | None = None, device: torch.device | None = None,
+                  runtime: Runtime | None = None) -> tuple[ProjectedTeacher, Any]:
     """The fine-tuned teacher and its tokenizer. With a cache, a teacher trained for an equal
     `teacher_key` is reused (every repair of a study trains the same teacher on the same clean
     data) and the caller gets its own copy, since unlearning may train the projection. A fresh
     teacher is initialised on the host (the same weights whatever the device) and trained on
-    `device` (default: where the encoder loads)."""
+    `device` (default: where the encoder loads), through `runtime` when given."""
     from poisonlab.models.loading import load_encoder
 
     def make() -> tuple[ProjectedTeacher, Any]:
@@ -149,7 +149,7 @@ def train_teacher(config: W2SDefenseConfig, student_hidden: int, num_labels: int
             teacher.to(device)
         teacher.requires_grad_(True)
         train_classifier(teacher, loaded.tokenizer, clean_train, config.teacher_training,
-                         progress=progress, description="w2s teacher")
+                         progress=progress, description="w2s teacher", runtime=runtime)
         teacher.zero_grad(set_to_none=True)  # unlearning must not see the teacher's gradients
         return teacher, loaded.tokenizer
 
@@ -187,12 +187,13 @@ class W2SDefense(RepairDefense):
                    "teacher_training": {"epochs": 3, "learning_rate": 1e-3, "max_length": 32}}
 
     def repair(self, suspect: LoadedModel, clean_train: Sequence[Example], *,
-               progress: bool = False, cache: ModelCache | None = None) -> RepairedModel:
-        run = self.setup(suspect, clean_train, progress=progress, cache=cache)
+               progress: bool = False, cache: ModelCache | None = None,
+               runtime: Runtime | None = None) -> RepairedModel:
+        run = self.setup(suspect, clean_train, progress=progress, cache=cache, runtime=runtime)
         modules = run.modules
         history = train_classifier(modules, suspect.tokenizer, clean_train, self.config.training,
                                    loss_fn=run.loss_fn, progress=progress,
-                                   description="w2sdefense")
+                                   description="w2sdefense", runtime=runtime)
         state = run.strategy.trainable_state(modules.student)
         if self.config.unlearn_projection:
             state.update({f"w2s_projection.{n}": p.detach().cpu().contiguous()
@@ -200,14 +201,15 @@ class W2SDefense(RepairDefense):
         return RepairedModel(modules.student.eval(), suspect.tokenizer, state, history)
 
     def setup(self, suspect: LoadedModel, clean_train: Sequence[Example], *,
-              progress: bool = False, cache: ModelCache | None = None) -> "UnlearningSetup":
+              progress: bool = False, cache: ModelCache | None = None,
+              runtime: Runtime | None = None) -> "UnlearningSetup":
         """Train (or reuse from `cache`) the teacher, freeze it (the projection too unless
         `unlearn_projection`), wrap the student, and build the student's loss."""
         cfg = self.config
         student_config = suspect.model.config
         teacher, teacher_tokenizer = train_teacher(
             cfg, student_config.hidden_size, student_config.num_labels, clean_train,
-            progress=progress, cache=cache, device=model_device(suspect.model))
+            progress=progress, cache=cache, device=model_device(suspect.model), runtime=runtime)
         teacher.eval().requires_grad_(False)
         teacher.projection.requires_grad_(cfg.unlearn_projection)
         strategy, student = self.wrap(suspect)

@@ -8,13 +8,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Sequence
 
-from pydantic import BaseModel, Field, field_validator, model_validator
+from pydantic import BaseModel, Field, model_validator
 
 from poisonlab.attacks import DATA_ATTACKS
 from poisonlab.config import RunName, StrictConfig, load_config
 from poisonlab.data import DataConfig
-from poisonlab.models.loading import (AttnImplementation, DtypeName, QuantizationName,
-                                      invalid_device_map)
+from poisonlab.models.loading import (AttnImplementation, DeviceMapOption, DtypeName,
+                                      QuantizationName)
 from poisonlab.registry import ComponentSpec, component_field
 from poisonlab.runtime import RuntimeConfig
 from poisonlab.training import TrainingConfig
@@ -35,7 +35,7 @@ class ModelConfig(StrictConfig):
                           "for inference-only jobs; bfloat16/float16: half the memory, and a "
                           "training job then has no fp32 master weights (for autocast use "
                           "runtime.mixed_precision)")
-    device_map: str | int | dict[str, int | str] | None = Field(
+    device_map: DeviceMapOption = Field(
         None, description="where the weights go, for inference-only jobs (ICL, ONION's language "
                           "model, teachers): auto, balanced, balanced_low_0, sequential, a device "
                           "(cpu, cuda:1) or {module: device}; null: one device, the runtime's")
@@ -48,14 +48,6 @@ class ModelConfig(StrictConfig):
                           "poisonlab[quantization]; cannot be fully fine-tuned; null: unquantized")
     allow_pickle: bool = Field(False, description="allow .bin/.pt pickle weights (unsafe)")
     trust_remote_code: bool = Field(False, description="run model code from the Hub (unsafe)")
-
-    @field_validator("device_map", mode="before")
-    @classmethod
-    def _check_device_map(cls, value: Any) -> Any:
-        problem = None if value is None else invalid_device_map(value)
-        if problem:
-            raise ValueError(problem)
-        return value
 
     def load_options(self) -> dict[str, Any]:
         """Everything but the name, as keyword arguments of the loaders."""

@@ -30,6 +30,7 @@ from poisonlab.metrics import (attack_success_rate, auroc, clean_accuracy, false
 from poisonlab.models.cache import ModelCache
 from poisonlab.models.loading import check_model_source
 from poisonlab.registry import ComponentSpec, component_field, validate_config
+from poisonlab.runtime import Runtime, RuntimeConfig
 
 
 class DetectionConfig(StrictConfig):
@@ -49,6 +50,10 @@ class DetectionConfig(StrictConfig):
         True, description="with a fixed threshold, also report metrics at a threshold "
                           "calibrated on the clean dev set to target_frr (keys *_calibrated)")
     seed: int = Field(0, description="seed of the detector (unless its own seed is set)")
+    runtime: RuntimeConfig = Field(
+        default_factory=RuntimeConfig,
+        description="where the victim and the detector's own models run (device, precision); "
+                    "default values are not part of the result's identity")
     output_dir: str = Field("defenses")
 
     @model_validator(mode="after")
@@ -174,7 +179,9 @@ def run_detection(config: DetectionConfig, *, force: bool = False, progress: boo
     attack = attack_spec.build()
     resolved = {**config.resolved(), "data": data_config.model_dump(mode="json"),
                 "attack": attack_spec.dump()}
-    slot = RunSlot(config.result_dir, resolved, kind="detection", seed=config.seed)
+    runtime = Runtime(config.runtime).check()
+    slot = RunSlot(config.result_dir, resolved, kind="detection", seed=config.seed,
+                   runtime=runtime)
     reused = slot.reusable(force)
     if reused is not None:
         return reused
@@ -184,6 +191,8 @@ def run_detection(config: DetectionConfig, *, force: bool = False, progress: boo
     attack.prepare(dataset)
     poisoned_test, _ = attack.poisoned_test(dataset.test)
     suspect = suspect_of(config, allow_pickle=allow_pickle, trust_remote_code=trust_remote_code)
+    suspect.runtime = runtime
+    runtime.place(suspect.victim)
     with slot.building() as result:
         return _fit_and_evaluate(config, detector, suspect, dataset, poisoned_test,
                                  attack.config.target_label, attack_spec.name, result, cache)

@@ -8,7 +8,6 @@ import random
 from pathlib import Path
 from typing import Annotated, Any, Literal, Sequence
 
-import torch
 from pydantic import BeforeValidator, Field, model_validator
 
 from poisonlab.attacks.icl_base import ICL_ATTACKS, ICLAttack
@@ -24,6 +23,7 @@ from poisonlab.icl.scoring import LabelScorer
 from poisonlab.icl.template import PromptTemplate
 from poisonlab.icl.verbalizer import ScoringMode, Verbalizer
 from poisonlab.models import LoadedModel, load_causal_lm
+from poisonlab.models.loading import DeviceMapOption
 from poisonlab.registry import ComponentSpec, component_field
 from poisonlab.runtime import Runtime, RuntimeConfig
 
@@ -68,6 +68,10 @@ class ICLRunConfig(StrictConfig):
     batch_size: int = Field(16, ge=1, description="queries per forward pass")
     dtype: Literal["float32", "bfloat16"] = Field(
         "float32", description="model weights; bfloat16 is about 2x faster on CPUs with AVX512-BF16")
+    device_map: DeviceMapOption = Field(
+        None, description="spread the weights over devices as they load (auto, balanced, "
+                          "sequential, a device or {module: device}), for models larger than "
+                          "one GPU; null: the whole model on runtime.device")
     seed: int = Field(0, description="seed for demonstrations and the test subsample")
     runtime: RuntimeConfig = Field(default_factory=RuntimeConfig,
                                    description="where the model runs (device)")
@@ -82,6 +86,15 @@ class ICLRunConfig(StrictConfig):
 
 def load_icl_config(path: str | Path, overrides: Sequence[str] = ()) -> ICLRunConfig:
     return load_config(ICLRunConfig, path, overrides)
+
+
+def load_icl_model(config: Any, *, allow_pickle: bool = False,
+                   trust_remote_code: bool = False) -> LoadedModel:
+    """The causal LM of an ICL run or study, loaded straight in its dtype and placement (a
+    fp32 copy is never built on the way to bf16; a device map spreads it as it loads)."""
+    return load_causal_lm(config.model, seed=config.seed, dtype=config.dtype,
+                          device_map=config.device_map, allow_pickle=allow_pickle,
+                          trust_remote_code=trust_remote_code)
 
 
 class ICLExperiment:
@@ -104,9 +117,9 @@ class ICLExperiment:
         self.demonstrations_ = self._demonstrations(dataset.split(cfg.demonstrations.split),
                                                     verbalizer.num_labels, template)
         self.test_ = self._subsample(dataset.test)
-        self.loaded_ = self.loaded or load_causal_lm(cfg.model, seed=cfg.seed, **self.trust)
+        self.loaded_ = self.loaded or load_icl_model(cfg, **self.trust)
         self.runtime_ = Runtime(cfg.runtime)
-        self.loaded_.model.to(device=self.runtime_.device, dtype=getattr(torch, cfg.dtype))
+        self.runtime_.place(self.loaded_.model)
         scorer = LabelScorer(self.loaded_, verbalizer, template.label_prefix, cfg.scoring,
                              cfg.batch_size)
         self.evaluator_ = ICLEvaluator(scorer, template, cfg.separator,

@@ -75,10 +75,12 @@ def run_training(config: MnerConfig, out_dir: str | Path, eval_splits: tuple[str
 
 
 def run_eval(run_dir: str | Path, split: str = "test", out_dir: str | Path | None = None,
-             threshold: float | None = None, **trust: bool) -> dict[str, Any]:
+             threshold: float | None = None, device: str | None = None,
+             **trust: bool) -> dict[str, Any]:
     """Evaluate a trained run folder on one split; writes metrics_<split>.json there (or out_dir).
-    `threshold` replaces the run's span threshold (e.g. one chosen on valid by `thresholds.py`)."""
-    pipe = load_run(run_dir, **trust)
+    `threshold` replaces the run's span threshold (e.g. one chosen on valid by `thresholds.py`);
+    `device` the run's runtime.device."""
+    pipe = load_run(run_dir, device=device, **trust)
     if threshold is not None:
         pipe.config.decode = pipe.config.decode.with_threshold(threshold)
     runtime = single_process_runtime(pipe.config.runtime)

@@ -20,7 +20,7 @@ from poisonlab.experiment.config import RunConfig
 from poisonlab.experiment.measure import EvaluationSets, evaluate
 from poisonlab.experiment.rundir import RunDir, RunSlot
 from poisonlab.models import LoadedModel, load_classifier
-from poisonlab.models.loading import check_model_source
+from poisonlab.models.loading import check_model_source, check_trainable
 from poisonlab.runtime import Runtime
 from poisonlab.training import train_classifier
 
@@ -51,8 +51,8 @@ def prepare_run(config: RunConfig) -> PreparedRun:
     """Load the data, build and apply the attack, load the model: every user error a run can
     hit before training."""
     strategy = config.tuning.build()
-    check_model_source(config.model.name, allow_pickle=config.model.allow_pickle,
-                       trust_remote_code=config.model.trust_remote_code)
+    check_trainable(config.model, config.tuning.name)
+    check_model_source(config.model.name, **config.model.load_options())
     dataset = load_dataset(config.data)
     attack = build_attack(config, dataset)
     train_set, report, misses = dataset.train, None, None
@@ -63,8 +63,7 @@ def prepare_run(config: RunConfig) -> PreparedRun:
         poisoned_test, misses = attack.poisoned_test(dataset.test)
         sets = EvaluationSets(dataset.test, poisoned_test, attack.config.target_label)
     loaded = load_classifier(config.model.name, dataset.num_labels, seed=config.seed,
-                             allow_pickle=config.model.allow_pickle,
-                             trust_remote_code=config.model.trust_remote_code)
+                             **config.model.load_options())
     return PreparedRun(config, dataset, loaded, strategy, train_set, report, sets, misses)
 
 

@@ -19,7 +19,7 @@ from poisonlab.errors import PoisonlabError
 from poisonlab.experiment.measure import EvaluationSets, evaluate
 from poisonlab.experiment.rundir import RunSlot
 from poisonlab.models import load_classifier
-from poisonlab.runtime import Runtime, runtime_argument
+from poisonlab.runtime import Runtime
 
 
 def release(attack: WeightPoisoningAttack, parent: str | Path = "released", *,
@@ -52,8 +52,7 @@ def release(attack: WeightPoisoningAttack, parent: str | Path = "released", *,
         runtime.place(loaded.model)
     with slot.building() as run:
         torch.manual_seed(cfg.seed)
-        attack.poison_model(loaded, train, poisoned_train, progress=progress,
-                            **runtime_argument(attack.poison_model, runtime))
+        attack.poison_model(loaded, train, poisoned_train, progress=progress, runtime=runtime)
         sets = EvaluationSets(test, poisoned_test, trigger.config.target_label)
         metrics, _ = evaluate(loaded.model, loaded.tokenizer, sets, dataset.num_labels,
                               batch_size=cfg.training.eval_batch_size,

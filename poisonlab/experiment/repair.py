@@ -32,7 +32,7 @@ from poisonlab.metrics import flip_rate
 from poisonlab.models import LoadedModel
 from poisonlab.models.cache import ModelCache
 from poisonlab.registry import component_field, validate_config
-from poisonlab.runtime import Runtime, RuntimeConfig, runtime_argument
+from poisonlab.runtime import Runtime, RuntimeConfig
 
 
 class EvaluationConfig(StrictConfig):
@@ -179,7 +179,7 @@ def run_repair_cell(raw: dict[str, Any] | RepairCellConfig, *, force: bool = Fal
         model, tokenizer, history = suspect.model, suspect.tokenizer, []
         if repair is not None:
             repaired = repair.repair(suspect, dataset.train, progress=progress, cache=cache,
-                                     **runtime_argument(repair.repair, runtime))
+                                     runtime=runtime)
             model, tokenizer, history = repaired.model, repaired.tokenizer, repaired.history
             if cell.save_weights:
                 run.write_weights(repaired.trained_state, "repaired")

@@ -62,8 +62,9 @@ def restore_run(run_dir: str | Path, num_labels: int | None = None, *,
     if num_labels is None:
         num_labels = len(metrics.get("per_class_accuracy") or [0, 0])
     strategy = config.tuning.build()
+    # the run's own loading options (dtype, attention, quantization), the caller's trust
     loaded = load_classifier(config.model.name, num_labels, seed=config.seed,
-                             allow_pickle=allow_pickle, trust_remote_code=trust_remote_code)
+                             **config.model.load_options())
     torch.manual_seed(config.seed)
     model = strategy.apply(loaded)
     strategy.load_trainable_state(model, load_file(str(folder / "trained.safetensors")))
@@ -78,10 +79,8 @@ def suspect_from_run(run_dir: str | Path, *, allow_pickle: bool = False,
     Trust settings are the caller's: the folder's own config never grants them."""
     run = restore_run(run_dir, allow_pickle=allow_pickle, trust_remote_code=trust_remote_code)
     num_labels = run.model.config.num_labels
-    name, seed = run.config.model.name, run.config.seed
+    name, seed, options = run.config.model.name, run.config.seed, run.config.model.load_options()
     return SuspectModel(run.model, run.loaded.tokenizer, num_labels,
-                        lambda: load_classifier(name, num_labels, seed=seed,
-                                                allow_pickle=allow_pickle,
-                                                trust_remote_code=trust_remote_code),
+                        lambda: load_classifier(name, num_labels, seed=seed, **options),
                         f"{name} (head seed {seed})", max_length=run.config.training.max_length,
                         **kwargs)

@@ -17,12 +17,13 @@ DEFAULT_GRID = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7)
 
 
 def sweep_thresholds(run_dir: str | Path, split: str = "valid",
-                     grid: tuple[float, ...] = DEFAULT_GRID) -> dict[str, Any]:
+                     grid: tuple[float, ...] = DEFAULT_GRID, *,
+                     device: str | None = None) -> dict[str, Any]:
     """Micro P/R/F1 at each threshold of `grid` and the best one; writes thresholds_<split>.json
-    in the run folder."""
+    in the run folder. `device`: where the model runs (default: the run's runtime.device)."""
     if not grid or any(not 0 < t < 1 for t in grid):
         raise ConfigError(f"thresholds must lie in (0, 1), got {list(grid)}")
-    pipe = load_run(run_dir)
+    pipe = load_run(run_dir, device=device)
     data = load_data(pipe.config, (split,))[split]
     batches = list(head_probabilities(pipe, data))
     gold = gold_spans(pipe, data)

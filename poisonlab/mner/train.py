@@ -335,15 +335,19 @@ def save_model(pipe: Pipeline, path: Path) -> None:
     atomic_write(path, lambda p: save_file(state, str(p), metadata={"format": "pt"}))
 
 
-def load_run(run_dir: str | Path, *, allow_pickle: bool = False,
+def load_run(run_dir: str | Path, *, device: str | None = None, allow_pickle: bool = False,
              trust_remote_code: bool = False) -> Pipeline:
-    """A trained run folder's model; trust settings are the caller's, never the folder's."""
+    """A trained run folder's model; trust settings are the caller's, never the folder's.
+    `device` replaces the run's `runtime.device` for what the model does next (e.g. evaluate
+    on a CPU a run trained on a GPU)."""
     from safetensors.torch import load_file
     run_dir = Path(run_dir)
     for name in ("config.yaml", "model.safetensors"):
         if not (run_dir / name).is_file():
             raise ConfigError(f"{run_dir} is not an MNER run folder (no {name})")
     config = load_config(MnerConfig, run_dir / "config.yaml")
+    if device is not None:
+        config.runtime = config.runtime.model_copy(update={"device": device})
     pipe = build_pipeline(config, pretrained=False, allow_pickle=allow_pickle,
                           trust_remote_code=trust_remote_code)
     load_strict(pipe.model, load_file(str(run_dir / "model.safetensors")),

@@ -22,9 +22,10 @@ import pickle
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, Union, get_args
+from typing import Annotated, Any, Literal, Union, get_args
 
 import torch
+from pydantic import BeforeValidator
 
 from poisonlab.errors import ConfigError, PoisonlabError, UnsafeLoadError
 from poisonlab.models.architecture import HEAD_NAMES, model_kind
@@ -72,6 +73,17 @@ def invalid_device_map(device_map: Any) -> str | None:
         return None
     problem = _invalid_device(device_map)
     return problem and f"{problem}; or one of the strategies {strategies}"
+
+
+def _checked_device_map(value: Any) -> Any:
+    problem = None if value is None else invalid_device_map(value)
+    if problem:
+        raise ValueError(problem)
+    return value
+
+
+# A config field holding a device map: validated when the config is (naming the field).
+DeviceMapOption = Annotated[Union[DeviceMap, None], BeforeValidator(_checked_device_map)]
 
 
 def _invalid_device(device: Any) -> str | None:

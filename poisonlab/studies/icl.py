@@ -13,8 +13,9 @@ from pydantic import Field
 
 from poisonlab.attacks.icl_base import ICL_ATTACKS
 from poisonlab.config import StrictConfig, load_config
-from poisonlab.experiment.icl import DemonstrationConfig, ICLExperiment, ICLRunConfig
-from poisonlab.models import load_causal_lm
+from poisonlab.experiment.icl import (DemonstrationConfig, ICLExperiment, ICLRunConfig,
+                                      load_icl_model)
+from poisonlab.models.loading import DeviceMapOption
 from poisonlab.registry import ComponentSpec
 from poisonlab.runtime import RuntimeConfig
 from poisonlab.report.icl import MEASURES, VARIANTS
@@ -53,6 +54,9 @@ class ICLStudyConfig(StrictConfig):
     batch_size: int = Field(16, ge=1)
     dtype: Literal["float32", "bfloat16"] = Field(
         "float32", description="model weights; bfloat16 is about 2x faster on CPUs with AVX512-BF16")
+    device_map: DeviceMapOption = Field(
+        None, description="spread the weights over devices as they load (see the ICL run "
+                          "config); null: the whole model on runtime.device")
     seed: int = 0
     runtime: RuntimeConfig = Field(default_factory=RuntimeConfig,
                                    description="where the model runs (device)")
@@ -96,7 +100,8 @@ def run_config(study: ICLStudyConfig, entry: StudyDataset) -> ICLRunConfig:
     return ICLRunConfig(model=study.model, dataset=entry.dataset, test_size=entry.test_size,
                         template=entry.template, label_words=entry.label_words,
                         demonstrations=DemonstrationConfig(shots_per_class=entry.shots_per_class),
-                        batch_size=study.batch_size, dtype=study.dtype, seed=study.seed,
+                        batch_size=study.batch_size, dtype=study.dtype,
+                        device_map=study.device_map, seed=study.seed,
                         runtime=study.runtime,
                         output_dir=study.output_dir)
 
@@ -104,7 +109,7 @@ def run_config(study: ICLStudyConfig, entry: StudyDataset) -> ICLRunConfig:
 def run_study(study: ICLStudyConfig, log: Any = print, *, allow_pickle: bool = False,
               trust_remote_code: bool = False) -> list[Path]:
     """Run every cell not yet finished; return the run folders."""
-    loaded = load_causal_lm(study.model, seed=study.seed, allow_pickle=allow_pickle,
+    loaded = load_icl_model(study, allow_pickle=allow_pickle,
                             trust_remote_code=trust_remote_code)
     folders = []
     for entry in study.datasets:

@@ -24,6 +24,7 @@ from poisonlab.errors import ConfigError, PoisonlabError
 from poisonlab.config import check_run_name
 from poisonlab.experiment.rundir import RunSlot, StaleRunError
 from poisonlab.models.cache import ModelCache
+from poisonlab.runtime import main_process
 from poisonlab.studies.pipelines import PIPELINES
 
 
@@ -169,7 +170,8 @@ def run_study(study: StudyConfig, *, force: bool = False, progress: bool = True,
                             "rerun them")
     rows = {}
     cache = ModelCache()  # what cells of this run share: PSIM modules, ONION LMs, W2S teachers
-    bar = tqdm(selected, desc=study.name, disable=not progress, unit="cell")
+    bar = tqdm(selected, desc=study.name, disable=not progress or not main_process(),
+               unit="cell")
     for cell in bar:
         bar.set_postfix_str(cell.name)
         for upstream in cell.upstream:  # build what the cell needs first (resumes if finished)
@@ -188,6 +190,7 @@ def run_study(study: StudyConfig, *, force: bool = False, progress: bool = True,
             rows[cell.name] = {**json.loads(finished.read_text(encoding="utf-8")),
                                **cell.labels, "cell": cell.name}
     ordered = [rows[c.name] for c in all_cells if c.name in rows]
-    from poisonlab.report.study import write_report
-    write_report(study, ordered)
+    if main_process():  # one writer of the study's table and plot in a launched job
+        from poisonlab.report.study import write_report
+        write_report(study, ordered)
     return ordered
