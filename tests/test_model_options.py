@@ -280,3 +280,19 @@ def test_icl_loads_in_its_dtype_and_keeps_a_device_map():
     assert Runtime().place(mapped.model) is mapped.model
     with pytest.raises(ValueError, match="not a device"):
         ICLRunConfig(model="tiny-llama", device_map="gpu7")
+
+
+def test_quantized_weights_are_prepared_for_qlora():
+    """What the pipeline does to quantized weights before LoRA (checked on a bf16 tiny model
+    that says it is 4-bit, since bitsandbytes needs a GPU): every weight frozen and in fp32,
+    and LoRA then trains adapters on top."""
+    from poisonlab.models.loading import prepare_quantized_for_training
+    from poisonlab.tuning import TUNING_STRATEGIES
+    loaded = load_classifier("tiny-bert", 2, dtype="bfloat16")
+    loaded.model.is_loaded_in_4bit = True
+    prepare_quantized_for_training(loaded.model)
+    assert parameter_dtypes(loaded.model) == {torch.float32}
+    assert not any(p.requires_grad for p in loaded.model.parameters())
+    tuned = TUNING_STRATEGIES.build("lora", {}).apply(loaded)
+    trainable = [n for n, p in tuned.named_parameters() if p.requires_grad]
+    assert trainable and all("lora" in n or "classifier" in n for n in trainable), trainable

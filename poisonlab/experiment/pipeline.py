@@ -20,7 +20,8 @@ from poisonlab.experiment.config import RunConfig
 from poisonlab.experiment.measure import EvaluationSets, evaluate
 from poisonlab.experiment.rundir import RunDir, RunSlot
 from poisonlab.models import LoadedModel, load_classifier
-from poisonlab.models.loading import check_model_source, check_trainable
+from poisonlab.models.loading import (check_model_source, check_trainable,
+                                      prepare_quantized_for_training)
 from poisonlab.runtime import Runtime
 from poisonlab.training import train_classifier
 
@@ -64,6 +65,8 @@ def prepare_run(config: RunConfig) -> PreparedRun:
         sets = EvaluationSets(dataset.test, poisoned_test, attack.config.target_label)
     loaded = load_classifier(config.model.name, dataset.num_labels, seed=config.seed,
                              **config.model.load_options())
+    if config.model.quantization is not None:
+        prepare_quantized_for_training(loaded.model)
     return PreparedRun(config, dataset, loaded, strategy, train_set, report, sets, misses)
 
 

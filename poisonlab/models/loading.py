@@ -171,6 +171,15 @@ def check_trainable(model_config: Any, strategy_name: str) -> None:
                           "runtime.device: use device_map: null")
 
 
+def prepare_quantized_for_training(model: torch.nn.Module) -> torch.nn.Module:
+    """QLoRA's preparation of quantized weights before a PEFT strategy wraps them (peft's
+    `prepare_model_for_kbit_training`): every weight frozen, the unquantized ones (norms,
+    embeddings, the head) in fp32 so the adapters train against stable activations. Gradient
+    checkpointing stays the runtime's (non-reentrant: frozen inputs need no gradient)."""
+    from peft import prepare_model_for_kbit_training
+    return prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
+
+
 def check_model_source(name: str, *, allow_pickle: bool = False,
                        trust_remote_code: bool = False, dtype: DtypeName | None = "float32",
                        device_map: DeviceMap | None = None,
