@@ -22,14 +22,36 @@ import torch
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
-from timing import interleave, load_line  # noqa: E402
+from timing import gemm_flops, interleave, load_line, non_embedding_parameters, roofline  # noqa: E402,E501
 
 from poisonlab.data import load_dataset  # noqa: E402
 from poisonlab.defenses.detect_perplexity import (LeaveOneOutPerplexity,  # noqa: E402
-                                                  naive_suspicion)
+                                                  leave_one_out, naive_suspicion)
 from poisonlab.models import load_causal_lm  # noqa: E402
 
 
+
+
+def forward_flops(scorer: LeaveOneOutPerplexity, texts: list[str]) -> dict[str, float]:
+    """Forward FLOPs of each arm without padding. Naive: every text and variant in full, the LM
+    head at every position. Batched + cached: every text in full, then per variant only the
+    tokens after the shared prefix and the first new one (see detect_perplexity's doc)."""
+    model = scorer.lm.model
+    body = 2.0 * non_embedding_parameters(model.base_model)
+    head = 2.0 * model.get_output_embeddings().weight.numel()
+    naive = ours = 0.0
+    for text in texts:
+        full = scorer.encode([text])[0]
+        words = text.split()
+        variants = scorer.encode(leave_one_out(words)) if len(words) > 1 else []
+        ours += (body + head) * len(full)
+        for ids in [full] + variants:
+            naive += (body + head) * len(ids)
+        for ids in variants:
+            shared = next((i for i, (a, b) in enumerate(zip(ids, full)) if a != b),
+                          min(len(ids), len(full)))
+            ours += head + (body + head) * max(len(ids) - shared - 1, 0)
+    return {"naive (per variant)": naive, "batched + cached": ours}
 
 
 def main() -> None:
@@ -74,6 +96,16 @@ def main() -> None:
                "above half the cores): the ratio is unreliable" if busy_any else "")
     print(f"ratio: {ratio:.2f}x wall-clock, {cpu_ratio:.2f}x CPU time (target >= 4x){warning}")
     print(f"largest relative score difference: {difference:.2e}")
+    gemm = gemm_flops()
+    work = forward_flops(LeaveOneOutPerplexity(lm), texts)
+    print("compute (2 x non-embedding parameters per token run + the LM head per position "
+          f"scored; fp32 2048^3 GEMM {gemm / 1e9:.1f} GFLOP/s on {torch.get_num_threads()} "
+          "threads, measured now):")
+    for name, seconds in best.items():
+        print(roofline(name, work[name], seconds, gemm))
+    print(f"work ratio {work['naive (per variant)'] / work['batched + cached']:.2f}x; ceiling: "
+          f"the batched arm at 100% of the GEMM would be "
+          f"{best['naive (per variant)'] * gemm / work['batched + cached']:.2f}x the naive one")
 
 
 if __name__ == "__main__":

@@ -8,6 +8,8 @@ import os
 import time
 from typing import Any, Callable
 
+import torch
+
 
 def load_line(own_threads: int) -> tuple[str, bool]:
     """The load average and whether the machine is busy: a 1-minute load, less this benchmark's
@@ -36,3 +38,29 @@ def interleave(arms: dict[str, Callable[[], Any]], rounds: int, threads: int
             print(f"round {round_ + 1} {name}: {seconds:.2f}s wall, {cpu:.2f}s CPU ({line})",
                   flush=True)
     return results, best, best_cpu, busy_any
+
+
+def non_embedding_parameters(model: torch.nn.Module) -> int:
+    """Parameters outside embedding tables: a token's forward pass costs about 2 FLOPs each."""
+    embedded = {id(p) for m in model.modules() if isinstance(m, torch.nn.Embedding)
+                for p in m.parameters()}
+    return sum(p.numel() for p in model.parameters() if id(p) not in embedded)
+
+
+def gemm_flops(size: int = 2048, repeats: int = 5) -> float:
+    """Best FLOP/s of an fp32 size^3 matrix product on this machine, now: the roof that a
+    compute-bound arm can approach but not pass."""
+    a, b = torch.randn(size, size), torch.randn(size, size)
+    torch.mm(a, b)
+    best = float("inf")
+    for _ in range(repeats):
+        started = time.perf_counter()
+        torch.mm(a, b)
+        best = min(best, time.perf_counter() - started)
+    return 2 * size ** 3 / best
+
+
+def roofline(name: str, flops: float, seconds: float, gemm: float) -> str:
+    """One arm's achieved rate as a share of the GEMM roof."""
+    return (f"{name:>20}: {flops / 1e9:8.1f} GFLOP in {seconds:.2f}s = {flops / seconds / 1e9:6.1f}"
+            f" GFLOP/s = {flops / seconds / gemm:5.1%} of the GEMM")

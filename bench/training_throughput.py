@@ -37,6 +37,8 @@ import torch
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
+from timing import gemm_flops, non_embedding_parameters  # noqa: E402
+
 from poisonlab.data import load_dataset  # noqa: E402
 from poisonlab.models import load_classifier  # noqa: E402
 from poisonlab.runtime import Runtime  # noqa: E402
@@ -57,24 +59,6 @@ def hand_written_loop(model, tokenizer, examples, batch_size: int, max_length: i
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
-
-
-def non_embedding_parameters(model: torch.nn.Module) -> int:
-    embedded = {id(p) for m in model.modules() if isinstance(m, torch.nn.Embedding)
-                for p in m.parameters()}
-    return sum(p.numel() for p in model.parameters() if id(p) not in embedded)
-
-
-def gemm_flops(size: int = 2048, repeats: int = 5) -> float:
-    """Best FLOP/s of an fp32 size^3 matrix product on this machine, now."""
-    a, b = torch.randn(size, size), torch.randn(size, size)
-    torch.mm(a, b)
-    best = float("inf")
-    for _ in range(repeats):
-        started = time.perf_counter()
-        torch.mm(a, b)
-        best = min(best, time.perf_counter() - started)
-    return 2 * size ** 3 / best
 
 
 def examples_for(mode: str, count: int) -> tuple[list, str]:
