@@ -288,3 +288,25 @@ def test_only_rank_0_of_a_launch_writes_and_prints_the_study_table(synthetic_dir
     monkeypatch.setenv("RANK", "1")  # what torchrun / accelerate launch set on the second rank
     assert main(["study", str(path), "--quiet"]) == 0
     assert not table.exists() and capsys.readouterr().out == ""
+
+
+def test_a_run_records_its_data_files_and_source_commit(synthetic_dir, tmp_path):
+    """run.json names every data file the run read with its sha256, so a data directory edited
+    afterwards shows; environment.json the commit poisonlab ran from (in a checkout)."""
+    import hashlib
+    from poisonlab.experiment import load_run_config, run_experiment
+    from poisonlab.experiment.rundir import source_commit
+    config = load_run_config(base={
+        "name": "run", "data": {"name": str(synthetic_dir)}, "model": {"name": "tiny-bert"},
+        "training": {"epochs": 1, "max_length": 16}, "eval_every_epoch": False,
+        "output_dir": str(tmp_path / "runs")})
+    run_experiment(config, progress=False)
+    record = json.loads((config.run_dir / "run.json").read_text())
+    files = sorted(synthetic_dir.glob("*.jsonl"))
+    assert files and record["data_files"] == {
+        str(f): hashlib.sha256(f.read_bytes()).hexdigest() for f in files}
+    assert record["started"][:4].isdigit() and record["finished"] >= record["started"]
+    environment = json.loads((config.run_dir / "environment.json").read_text())
+    assert environment["poisonlab_commit"] == source_commit()
+    if (Path(__file__).parents[1] / ".git").exists():
+        assert len(environment["poisonlab_commit"].split("+")[0]) == 40

@@ -19,6 +19,7 @@ from pydantic import Field, model_validator
 
 from poisonlab.config import RunName, StrictConfig
 from poisonlab.data import DataConfig, DatasetSplits, Example, load_dataset
+from poisonlab.data.fingerprint import source_fingerprints
 from poisonlab.defenses.base import DETECTORS, Detector, SuspectModel
 from poisonlab.errors import ConfigError
 from poisonlab.attacks import DATA_ATTACKS
@@ -202,6 +203,7 @@ def _fit_and_evaluate(config: DetectionConfig, detector: Detector, suspect: Susp
                       dataset: DatasetSplits, poisoned_test: list[Example], target_label: int,
                       attack_name: str, result: RunDir,
                       cache: ModelCache | None) -> dict[str, Any]:
+    result.record_inputs(data_files=source_fingerprints(dataset.source))
     started = time.time()
     detector.fit(suspect, dataset.train, dataset.dev or None, cache=cache)
     fit_seconds = time.time() - started

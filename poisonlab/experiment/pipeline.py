@@ -16,6 +16,7 @@ import torch
 
 from poisonlab.attacks import DataPoisoningAttack, PoisonReport
 from poisonlab.data import DatasetSplits, Example, load_dataset
+from poisonlab.data.fingerprint import source_fingerprints
 from poisonlab.experiment.config import RunConfig
 from poisonlab.experiment.measure import EvaluationSets, evaluate
 from poisonlab.experiment.rundir import RunDir, RunSlot
@@ -95,6 +96,7 @@ def train_and_measure(prepared: PreparedRun, run: RunDir, *, progress: bool = Tr
     report, train_set = prepared.poison_report, prepared.train_set
     runtime = runtime or Runtime(config.runtime)
     started = time.time()
+    run.record_inputs(data_files=source_fingerprints(dataset.source))
     if report is not None:
         run.log(f"poisoned {report.poisoned} of {len(train_set)} training examples "
                 f"({report.misses} trigger misses)")

@@ -15,6 +15,7 @@ import torch
 from poisonlab.attacks.weight_base import (RELEASE_RECORD, Release, WeightPoisoningAttack,
                                            fit_to_length, read_release)
 from poisonlab.data import load_dataset
+from poisonlab.data.fingerprint import source_fingerprints
 from poisonlab.errors import PoisonlabError
 from poisonlab.experiment.measure import EvaluationSets, evaluate
 from poisonlab.experiment.rundir import RunSlot
@@ -51,6 +52,7 @@ def release(attack: WeightPoisoningAttack, parent: str | Path = "released", *,
     if runtime is not None:
         runtime.place(loaded.model)
     with slot.building() as run:
+        run.record_inputs(data_files=source_fingerprints(dataset.source))
         torch.manual_seed(cfg.seed)
         attack.poison_model(loaded, train, poisoned_train, progress=progress, runtime=runtime)
         sets = EvaluationSets(test, poisoned_test, trigger.config.target_label)

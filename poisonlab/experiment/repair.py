@@ -21,6 +21,7 @@ from pydantic import Field, model_validator
 from poisonlab.attacks import DATA_ATTACKS
 from poisonlab.config import RunName, StrictConfig, deep_merge
 from poisonlab.data import DataConfig, load_dataset
+from poisonlab.data.fingerprint import source_fingerprints
 from poisonlab.experiment import load_run_config, run_experiment
 from poisonlab.defenses.repair_base import REPAIRS
 from poisonlab.experiment.config import RunConfig, derive_seeds
@@ -175,6 +176,7 @@ def run_repair_cell(raw: dict[str, Any] | RepairCellConfig, *, force: bool = Fal
                else prepare_suspect(victim_config, progress=progress))
     runtime.place(suspect.model)
     with slot.building() as run:
+        run.record_inputs(data_files=source_fingerprints(dataset.source))
         started = time.time()
         model, tokenizer, history = suspect.model, suspect.tokenizer, []
         if repair is not None:

@@ -23,11 +23,13 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import hashlib
 import json
 import os
 import platform
 import shutil
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -176,6 +178,13 @@ class RunDir:
         atomic_write(self.path / f"{name}.safetensors",
                      lambda p: save_file(tensors, str(p), metadata={"format": "pt"}))
 
+    def record_inputs(self, **inputs: Any) -> None:
+        """Add what the run read (e.g. `data_files`: {file: sha256}) to its run record."""
+        record_path = self.path / RUN_RECORD
+        if record_path.is_file():
+            record = json.loads(record_path.read_text(encoding="utf-8"))
+            write_json(record_path, {**record, **inputs})
+
     def finish(self, metrics: dict[str, Any]) -> None:
         record_path = self.path / RUN_RECORD
         if record_path.is_file():
@@ -207,6 +216,9 @@ class _DetachedRunDir(RunDir):
         pass
 
     def log(self, line: str) -> None:
+        pass
+
+    def record_inputs(self, **inputs: Any) -> None:
         pass
 
     def write_predictions(self, name: str, rows: list[dict[str, Any]]) -> None:
@@ -375,6 +387,25 @@ def _now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S%z")
 
 
+@functools.lru_cache(maxsize=1)
+def source_commit() -> str | None:
+    """The git commit poisonlab runs from when it is a checkout ("+dirty" when tracked files
+    differ from it); None for an installed package or without git."""
+    root = Path(__file__).resolve().parents[2]
+    if not (root / ".git").exists():
+        return None
+    try:
+        head, status = (subprocess.run(["git", "-C", str(root), *args], capture_output=True,
+                                       text=True, timeout=10)
+                        for args in (["rev-parse", "HEAD"],
+                                     ["status", "--porcelain", "--untracked-files=no"]))
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    if head.returncode != 0:
+        return None
+    return head.stdout.strip() + ("+dirty" if status.stdout.strip() else "")
+
+
 def environment(seed: int, runtime: dict[str, Any] | None = None) -> dict[str, Any]:
     """Versions, threads and seed, and what ran (`runtime`: `Runtime.describe()`; a job without
     one ran on the CPU in one process)."""
@@ -384,7 +415,8 @@ def environment(seed: int, runtime: dict[str, Any] | None = None) -> dict[str, A
         peft_version = peft.__version__
     except ImportError:
         peft_version = None
-    return {"poisonlab": __version__, "python": sys.version.split()[0],
+    return {"poisonlab": __version__, "poisonlab_commit": source_commit(),
+            "python": sys.version.split()[0],
             "platform": platform.platform(), "torch": torch.__version__,
             "transformers": transformers.__version__, "peft": peft_version,
             "device": runtime["device"] if runtime else "cpu",
