@@ -20,7 +20,8 @@ def _run(args: argparse.Namespace) -> int:
     from poisonlab.experiment.icl import ICLExperiment, load_icl_config
     config = load_icl_config(args.config, config_overrides(args))
     folder = Path(config.output_dir) / (args.name or Path(args.config).stem)
-    metrics = ICLExperiment(config, **trust_options(args)).run(folder, force=args.force)
+    metrics = ICLExperiment(config, progress=not args.quiet, **trust_options(args)).run(
+        folder, force=args.force)
     for variant in ("raw", "calibrated"):
         values = metrics[variant]
         print(f"{variant:>10}: " + ", ".join(f"{k} {v:.3f}" for k, v in values.items()))

@@ -86,10 +86,12 @@ class Detector(ABC):
 
     def fit(self, suspect: SuspectModel, clean_train: Sequence[Example],
             clean_dev: Sequence[Example] | None = None, *,
-            cache: ModelCache | None = None) -> "Detector":
+            cache: ModelCache | None = None, progress: bool = False) -> "Detector":
         """Learn from the defender's data, then set the threshold (fixed or calibrated).
-        Models in `cache` are reused and new ones stored there; without it nothing is shared."""
+        Models in `cache` are reused and new ones stored there; without it nothing is shared.
+        `progress`: bars on what takes long (training a module, scoring many variants)."""
         self.suspect_ = suspect
+        self.progress_ = progress
         self._fit(suspect, list(clean_train), cache=cache)
         if self.config.threshold is not None:
             self.threshold_ = float(self.config.threshold)

@@ -24,6 +24,7 @@ from typing import Sequence
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
 from poisonlab.models import LoadedModel
 from poisonlab.runtime import model_device
@@ -51,8 +52,10 @@ class LeaveOneOutPerplexity:
     run the LM once, and detectors that share this scorer through a `ModelCache` share the work
     on a common test set). The memo belongs to this object: it is dropped with it."""
 
-    def __init__(self, lm: LoadedModel, *, max_length: int = 128, batch_tokens: int = 4096):
+    def __init__(self, lm: LoadedModel, *, max_length: int = 128, batch_tokens: int = 4096,
+                 progress: bool = False):
         self.lm = lm
+        self.progress = progress  # a bar over the texts scored (ONION's slowest step)
         self.max_length = max_length
         self.batch_tokens = batch_tokens
         tokenizer = lm.tokenizer
@@ -79,6 +82,8 @@ class LeaveOneOutPerplexity:
         full_ids = self.encode(texts)
         order = sorted(range(len(texts)), key=lambda i: len(full_ids[i]))
         start = 0
+        bar = tqdm(total=len(texts), desc="onion", unit="text", disable=not self.progress,
+                   leave=False)
         while start < len(order):
             width = len(full_ids[order[start]])
             end = start + 1
@@ -88,7 +93,9 @@ class LeaveOneOutPerplexity:
                 end += 1
             self._score_bucket(model, [texts[i] for i in order[start:end]],
                                [full_ids[i] for i in order[start:end]])
+            bar.update(end - start)
             start = end
+        bar.close()
 
     def _score_bucket(self, model: torch.nn.Module, texts: list[str],
                       full_ids: list[list[int]]) -> None:

@@ -64,7 +64,7 @@ class Onion(Detector):
             if device is not None:
                 lm.model.to(device)
             return LeaveOneOutPerplexity(lm, max_length=c.max_length,
-                                         batch_tokens=c.batch_tokens)
+                                         batch_tokens=c.batch_tokens, progress=self.progress_)
 
         self.scorer_ = make() if cache is None else cache.get_or_make(
             ("onion-scorer", c.language_model, c.max_length, c.batch_tokens, str(device)), make)

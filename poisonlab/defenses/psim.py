@@ -82,7 +82,7 @@ class Psim(Detector):
             model = c.tuning.build().apply(loaded).to(device)
             history = train_classifier(
                 model, loaded.tokenizer, random_labels(clean_train, suspect.num_labels, c.seed),
-                c.training.model_copy(update={"seed": c.seed}), progress=False,
+                c.training.model_copy(update={"seed": c.seed}), progress=self.progress_,
                 description="psim", runtime=suspect.runtime)
             return model, loaded.tokenizer, history
 

@@ -196,16 +196,17 @@ def run_detection(config: DetectionConfig, *, force: bool = False, progress: boo
     runtime.place(suspect.victim)
     with slot.building() as result:
         return _fit_and_evaluate(config, detector, suspect, dataset, poisoned_test,
-                                 attack.config.target_label, attack_spec.name, result, cache)
+                                 attack.config.target_label, attack_spec.name, result, cache,
+                                 progress)
 
 
 def _fit_and_evaluate(config: DetectionConfig, detector: Detector, suspect: SuspectModel,
                       dataset: DatasetSplits, poisoned_test: list[Example], target_label: int,
                       attack_name: str, result: RunDir,
-                      cache: ModelCache | None) -> dict[str, Any]:
+                      cache: ModelCache | None, progress: bool) -> dict[str, Any]:
     result.record_inputs(data_files=source_fingerprints(dataset.source))
     started = time.time()
-    detector.fit(suspect, dataset.train, dataset.dev or None, cache=cache)
+    detector.fit(suspect, dataset.train, dataset.dev or None, cache=cache, progress=progress)
     fit_seconds = time.time() - started
     result.log(f"fitted {config.defense.name} in {fit_seconds:.1f}s; threshold "
                f"{detector.threshold_:.4g}")

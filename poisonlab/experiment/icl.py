@@ -101,10 +101,13 @@ class ICLExperiment:
     """Model, data, demonstrations and scorer for one config; `run` evaluates one attack."""
 
     def __init__(self, config: ICLRunConfig, loaded: LoadedModel | None = None, *,
-                 allow_pickle: bool = False, trust_remote_code: bool = False):
+                 allow_pickle: bool = False, trust_remote_code: bool = False,
+                 progress: bool = False):
         self.config = config
         self.loaded = loaded
         self.trust = {"allow_pickle": allow_pickle, "trust_remote_code": trust_remote_code}
+        self.progress = progress
+        self.runtime_ = Runtime(config.runtime)
 
     def prepare(self) -> "ICLExperiment":
         cfg = self.config
@@ -118,10 +121,9 @@ class ICLExperiment:
                                                     verbalizer.num_labels, template)
         self.test_ = self._subsample(dataset.test)
         self.loaded_ = self.loaded or load_icl_model(cfg, **self.trust)
-        self.runtime_ = Runtime(cfg.runtime)
         self.runtime_.place(self.loaded_.model)
         scorer = LabelScorer(self.loaded_, verbalizer, template.label_prefix, cfg.scoring,
-                             cfg.batch_size)
+                             cfg.batch_size, progress=self.progress)
         self.evaluator_ = ICLEvaluator(scorer, template, cfg.separator,
                                        tuple(cfg.content_free_inputs))
         return self
@@ -159,7 +161,8 @@ class ICLExperiment:
         spec = attack or self.config.attack
         built = spec.build()
         resolved = self.config.model_copy(update={"attack": spec}).model_dump(mode="json")
-        slot = RunSlot(run_dir, resolved, kind="icl", seed=self.config.seed)
+        slot = RunSlot(run_dir, resolved, kind="icl", seed=self.config.seed,
+                       runtime=self.runtime_.check())
         reused = slot.reusable(force)
         if reused is not None:
             return reused

@@ -21,6 +21,7 @@ from typing import Any, Callable
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
 from poisonlab.icl.verbalizer import ScoringMode, Verbalizer
 from poisonlab.models import LoadedModel
@@ -57,8 +58,10 @@ class LabelScorer:
     the same queries under another attack cell pays once."""
 
     def __init__(self, loaded: LoadedModel, verbalizer: Verbalizer, label_prefix: str = " ",
-                 mode: ScoringMode = "first-token", batch_size: int = 16, use_cache: bool = True):
+                 mode: ScoringMode = "first-token", batch_size: int = 16, use_cache: bool = True,
+                 progress: bool = False):
         self.loaded = loaded
+        self.progress = progress  # a bar per scoring pass (a pass over many queries takes minutes)
         self.verbalizer = verbalizer
         self.label_prefix = label_prefix
         self.mode = mode
@@ -119,7 +122,8 @@ class LabelScorer:
         offset = len(prefix_ids)
         order = sorted(range(len(rows)), key=lambda i: -len(rows[i]))  # less padding per batch
         out: list[torch.Tensor] = []
-        for start in range(0, len(rows), self.batch_size):
+        for start in tqdm(range(0, len(rows), self.batch_size), desc="icl scoring", unit="batch",
+                          disable=not self.progress, leave=False):
             batch = order[start:start + self.batch_size]
             width = max(len(rows[i]) for i in batch)
             body = torch.tensor([rows[i] + [pad] * (width - len(rows[i])) for i in batch],

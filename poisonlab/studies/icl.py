@@ -17,7 +17,7 @@ from poisonlab.experiment.icl import (DemonstrationConfig, ICLExperiment, ICLRun
                                       load_icl_model)
 from poisonlab.models.loading import DeviceMapOption
 from poisonlab.registry import ComponentSpec
-from poisonlab.runtime import RuntimeConfig
+from poisonlab.runtime import RuntimeConfig, main_process
 from poisonlab.report.icl import MEASURES, VARIANTS
 
 Position = Literal["start", "middle", "end"]
@@ -107,13 +107,15 @@ def run_config(study: ICLStudyConfig, entry: StudyDataset) -> ICLRunConfig:
 
 
 def run_study(study: ICLStudyConfig, log: Any = print, *, allow_pickle: bool = False,
-              trust_remote_code: bool = False) -> list[Path]:
-    """Run every cell not yet finished; return the run folders."""
+              trust_remote_code: bool = False, progress: bool = True) -> list[Path]:
+    """Run every cell not yet finished (a bar per scoring pass with `progress`); return the run
+    folders."""
     loaded = load_icl_model(study, allow_pickle=allow_pickle,
                             trust_remote_code=trust_remote_code)
     folders = []
     for entry in study.datasets:
-        experiment = ICLExperiment(run_config(study, entry), loaded)
+        experiment = ICLExperiment(run_config(study, entry), loaded,
+                                   progress=progress and main_process())
         for cell, attack in study_cells(study, entry):
             folder = Path(study.output_dir) / entry.folder / cell
             metrics = experiment.run(folder, attack)
