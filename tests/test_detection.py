@@ -274,7 +274,7 @@ def test_psim_labels_are_uniformly_random_and_seeded():
     assert three.min() > 600
 
 
-def test_defend_cli_on_a_run_folder_and_a_detection_study(synthetic_dir, tmp_path):
+def test_defend_cli_on_a_run_folder_and_a_detection_study(synthetic_dir, tmp_path, capsys):
     from poisonlab.cli import main
     from poisonlab.experiment import load_run_config, run_experiment
     from poisonlab.studies import run_study
@@ -296,6 +296,12 @@ def test_defend_cli_on_a_run_folder_and_a_detection_study(synthetic_dir, tmp_pat
                  "--output-dir", str(tmp_path / "defenses"), "--quiet"])
     fixed = json.loads((tmp_path / "defenses" / "fixed" / "metrics.json").read_text())
     assert fixed["threshold"] == -0.2 and fixed["threshold_calibrated"] != -0.2
+    printed = capsys.readouterr().out
+    assert "(calibrated)" in printed and "calibration_scores.jsonl" in printed, printed
+    audit = [json.loads(line) for line in
+             (tmp_path / "defenses" / "fixed" / "calibration_scores.jsonl").open()]
+    # the threshold is one of the audited dev scores (the (k+1)-th highest)
+    assert fixed["threshold_calibrated"] in {row["score"] for row in audit}
     assert 0 <= fixed["false_rejection_rate_calibrated"] <= 0.2  # 5% on dev; test is held out
     assert (tmp_path / "defenses" / "defense" / "histogram.png").stat().st_size > 1000
     assert main(["defend", str(run.run_dir), "--defense", "nope", "--quiet",

@@ -138,6 +138,8 @@ class Detector(ABC):
     def _calibration(self, clean_texts: Sequence[str],
                      target_frr: float) -> tuple[float, np.ndarray]:
         scores = np.asarray(self.score(clean_texts), dtype=float)
+        # kept so the threshold can be audited (a result folder writes them beside its scores)
+        self.calibration_scores_ = list(zip(clean_texts, scores.tolist()))
         return calibrated_threshold(scores, target_frr), scores
 
     def defend(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

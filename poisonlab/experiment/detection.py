@@ -216,6 +216,9 @@ def _fit_and_evaluate(config: DetectionConfig, detector: Detector, suspect: Susp
                                                   detector.config.target_frr)
     metrics, rows = evaluate_detector(detector, dataset.test, poisoned_test, target_label, extra)
     result.write_predictions("scores", rows)
+    if hasattr(detector, "calibration_scores_"):  # the clean scores behind a calibrated threshold
+        result.write_predictions("calibration_scores", [
+            {"text": text, "score": score} for text, score in detector.calibration_scores_])
     metrics.update({"seed": config.seed, "defense": config.defense.name,
                     "victim": config.victim, "dataset": dataset.name,
                     "attack": attack_name, "fit_seconds": round(fit_seconds, 2),
