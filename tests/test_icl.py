@@ -265,3 +265,26 @@ def test_fixed_demonstrations_are_used_as_given(tiny, binary_dir):
     with pytest.raises(ConfigError, match="not in 0..1"):
         ICLExperiment(_config(binary_dir, demonstrations={"fixed": [{"text": "x", "label": 5}]}),
                       tiny).prepare()
+
+
+def test_class_score_aggregations():
+    """log-mean-prob (default), mean-log-prob (OpenPrompt's) and max over a class's words."""
+    import math
+    logp = torch.log(torch.tensor([[0.5, 0.1, 0.2]], dtype=torch.float64))
+    words = [["a", "b"], ["c"]]
+    scores = {mode: Verbalizer.from_lists(words, mode).class_scores(logp)[0].tolist()
+              for mode in ("log-mean-prob", "mean-log-prob", "max")}
+    assert scores["log-mean-prob"] == pytest.approx([math.log(0.3), math.log(0.2)])
+    assert scores["mean-log-prob"] == pytest.approx([(math.log(0.5) + math.log(0.1)) / 2,
+                                                     math.log(0.2)])
+    assert scores["max"] == pytest.approx([math.log(0.5), math.log(0.2)])
+
+
+def test_the_default_aggregation_leaves_finished_icl_runs_current():
+    from poisonlab.experiment.icl import ICLRunConfig
+    from poisonlab.experiment.rundir import config_hash
+    config = ICLRunConfig(model="tiny-llama").model_dump(mode="json")
+    before = {k: v for k, v in config.items() if k != "aggregation"}
+    assert config_hash(config) == config_hash(before)
+    changed = ICLRunConfig(model="tiny-llama", aggregation="max").model_dump(mode="json")
+    assert config_hash(changed) != config_hash(config)

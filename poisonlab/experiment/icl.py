@@ -21,7 +21,7 @@ from poisonlab.icl.demonstrations import Demonstration, as_demonstrations, sampl
 from poisonlab.icl.evaluate import ICLEvaluation, ICLEvaluator
 from poisonlab.icl.scoring import LabelScorer
 from poisonlab.icl.template import PromptTemplate
-from poisonlab.icl.verbalizer import ScoringMode, Verbalizer
+from poisonlab.icl.verbalizer import Aggregation, ScoringMode, Verbalizer
 from poisonlab.models import LoadedModel, load_causal_lm
 from poisonlab.models.loading import DeviceMapOption
 from poisonlab.registry import ComponentSpec, component_field
@@ -59,6 +59,9 @@ class ICLRunConfig(StrictConfig):
     separator: str = Field("\n", description="written after every demonstration")
     scoring: ScoringMode = Field("first-token", description="multi-token label words: "
                                  "first-token or sum of token log-probs")
+    aggregation: Aggregation = Field(
+        "log-mean-prob", description="a class's score from its words' log-probs: log-mean-prob "
+        "(log of the mean probability), mean-log-prob (OpenPrompt's) or max")
     content_free_inputs: list[str] = Field(list(DEFAULT_CONTENT_FREE),
                                            description="inputs for contextual calibration")
     demonstrations: DemonstrationConfig = Field(default_factory=DemonstrationConfig)
@@ -112,7 +115,7 @@ class ICLExperiment:
     def prepare(self) -> "ICLExperiment":
         cfg = self.config
         template = PromptTemplate(cfg.template)
-        verbalizer = Verbalizer.from_lists(cfg.label_words)
+        verbalizer = Verbalizer.from_lists(cfg.label_words, cfg.aggregation)
         dataset = load_dataset(cfg.dataset)
         if dataset.num_labels != verbalizer.num_labels:
             raise ConfigError(f"label_words: {verbalizer.num_labels} classes given, data set "

@@ -50,7 +50,7 @@ METRICS = "metrics.json"
 NOT_PART_OF_IDENTITY = ("name", "output_dir")
 # Fields added to nested sections after run folders were written, with the default that every
 # older run used: at that value they are not part of a run's identity (wherever they occur).
-LATER_FIELDS: dict[str, Any] = {"group_by_length": False}
+LATER_FIELDS: dict[str, Any] = {"group_by_length": False, "aggregation": "log-mean-prob"}
 
 
 class StaleRunError(PoisonlabError):

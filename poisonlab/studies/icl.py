@@ -13,6 +13,7 @@ from pydantic import Field
 
 from poisonlab.attacks.icl_base import ICL_ATTACKS
 from poisonlab.config import StrictConfig, load_config
+from poisonlab.icl.verbalizer import Aggregation
 from poisonlab.experiment.icl import (DemonstrationConfig, ICLExperiment, ICLRunConfig,
                                       load_icl_model)
 from poisonlab.models.loading import DeviceMapOption
@@ -30,6 +31,8 @@ class StudyDataset(StrictConfig):
     trigger_template: str = Field("{text} This sentence was {label}.",
                                   description="the prompt attack's wording")
     label_words: list[list[str]]
+    aggregation: Aggregation = Field("log-mean-prob", description="a class's score from its "
+                                     "words' log-probs (see the ICL run config)")
     target_label: int = Field(0, ge=0)
     shots_per_class: int = Field(6, ge=1)
     ablation: bool = Field(True, description="run the count and position ablation, not only "
@@ -99,6 +102,7 @@ def study_cells(study: ICLStudyConfig, entry: StudyDataset
 def run_config(study: ICLStudyConfig, entry: StudyDataset) -> ICLRunConfig:
     return ICLRunConfig(model=study.model, dataset=entry.dataset, test_size=entry.test_size,
                         template=entry.template, label_words=entry.label_words,
+                        aggregation=entry.aggregation,
                         demonstrations=DemonstrationConfig(shots_per_class=entry.shots_per_class),
                         batch_size=study.batch_size, dtype=study.dtype,
                         device_map=study.device_map, seed=study.seed,
