@@ -6,7 +6,8 @@ from pathlib import Path
 from typing import Any
 
 from poisonlab.errors import ConfigError
-from poisonlab.io import atomic_write, write_text
+from poisonlab.io import write_text
+from poisonlab.report.plots import save_png
 from poisonlab.report.tables import csv_table, markdown_table
 
 MEASURES = ("ca_clean", "ca_attacked", "asr_baseline", "asr_attacked", "asr_lift",
@@ -56,42 +57,53 @@ def ablation_table(rows: list[dict[str, Any]]) -> str:
     return markdown_table(shown, columns)
 
 
-def plot(rows: list[dict[str, Any]], study: Any, path: Path) -> None:
-    """Per data set: attacked ASR (solid) and baseline ASR (dashed) against the number of
-    poisoned demonstrations, raw and calibrated; below, the margin shift (the same raw and
-    calibrated)."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+def icl_figure(rows: list[dict[str, Any]]) -> Any:
+    """Per data set: attacked ASR (solid) and the baseline ASR of the same triggered inputs with
+    clean demonstrations (dashed), in percent, against the number of poisoned demonstrations,
+    raw and calibrated; below, the margin shift."""
+    from matplotlib.ticker import MaxNLocator
+    from poisonlab.report.plots import MAX_WIDTH, number, pyplot
+    plt = pyplot()
 
-    names = [e.folder for e in study.datasets]
-    fig, axes = plt.subplots(2, len(names), figsize=(4 * len(names), 6), squeeze=False)
-    series = [("icl-demonstration", "end", "demonstration", "tab:red"),
-              ("icl-prompt", "-", "prompt", "tab:blue")]
+    names = list(dict.fromkeys(r["dataset"] for r in rows))
+    width = min(MAX_WIDTH, max(6.0, 4 * len(names)))
+    fig, axes = plt.subplots(2, len(names), figsize=(width, 6.4), squeeze=False)
+    series = [("icl-demonstration", "end", "demonstration attack", "tab:red"),
+              ("icl-prompt", "-", "prompt attack", "tab:blue")]
     for col, name in enumerate(names):
+        top, bottom = axes[0][col], axes[1][col]
         for attack, position, label, color in series:
             cells = sorted((r for r in rows if r["dataset"] == name and r["attack"] == attack
-                            and r["position"] == position), key=lambda r: r["poisoned"])
+                            and r["position"] == position), key=lambda r: int(r["poisoned"]))
             if not cells:
                 continue
-            k = [r["poisoned"] for r in cells]
+            k = [int(r["poisoned"]) for r in cells]
             for variant, marker in (("raw", "o"), ("calibrated", "s")):
                 alpha = 1 if variant == "calibrated" else 0.5
-                axes[0][col].plot(k, [r[f"asr_attacked_{variant}"] for r in cells], marker=marker,
-                                  color=color, label=f"{label}, {variant}", alpha=alpha)
-                axes[0][col].plot(k, [r[f"asr_baseline_{variant}"] for r in cells], ls="--",
-                                  marker="x", color=color, alpha=alpha)
+                top.plot(k, [100 * number(r[f"asr_attacked_{variant}"]) for r in cells],
+                         marker=marker, color=color, label=f"{label}, {variant}", alpha=alpha)
+                top.plot(k, [100 * number(r[f"asr_baseline_{variant}"]) for r in cells],
+                         ls="--", marker="x", color=color, alpha=alpha,
+                         label=f"{label} baseline, {variant}")
             # calibration moves both margins of a context by one constant: raw = calibrated
-            axes[1][col].plot(k, [r["margin_shift_raw"] for r in cells], marker="o", color=color)
-        axes[0][col].set_title(f"{name}: ASR (dashed, x: baseline)")
-        axes[0][col].set_ylim(0, 1.02)
-        axes[1][col].axhline(0, color="gray", lw=0.5)
-        axes[1][col].set_title(f"{name}: margin shift")
-        axes[1][col].set_xlabel("poisoned demonstrations")
-    axes[0][0].legend(fontsize=7)
+            bottom.plot(k, [number(r["margin_shift_raw"]) for r in cells], marker="o",
+                        color=color, label=label)
+        top.set_title(f"{name}: attack success rate")
+        top.set_ylabel("ASR (%)")
+        top.set_ylim(0, 105)
+        bottom.axhline(0, color="gray", lw=0.8, ls="--", label="no shift (baseline)")
+        bottom.set_title(f"{name}: margin shift")
+        bottom.set_ylabel("margin shift (log-prob, nats)")
+        for ax in (top, bottom):
+            ax.set_xlabel("poisoned demonstrations (count)")
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+            ax.grid(alpha=0.3)
+            ax.margins(x=0.1)
+    axes[0][-1].legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), frameon=False)
+    axes[1][-1].legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), frameon=False)
+    fig.suptitle("ICLAttack: ASR with poisoned vs clean demonstrations (dashed = baseline)")
     fig.tight_layout()
-    atomic_write(path, lambda p: fig.savefig(p, format="png", dpi=80))
-    plt.close(fig)
+    return fig
 
 
 def write_study_report(study: Any, rows: list[dict[str, Any]],
@@ -108,9 +120,6 @@ def write_study_report(study: Any, rows: list[dict[str, Any]],
     text = ("# ICLAttack study (raw / calibrated; percentages except margin shift)\n\n"
             "## Reference cells\n\n" + headline_table(rows, study) +
             "\n## Ablation\n\n" + ablation_table(rows))
-    paths = [write_text(out / "study.md", text), write_text(out / "study.csv",
-                                                             csv_table(rows, columns))]
-    if rows:
-        plot(rows, study, out / "study.png")
-        paths.append(out / "study.png")
-    return paths
+    return [write_text(out / "study.md", text),
+            write_text(out / "study.csv", csv_table(rows, columns)),
+            save_png(icl_figure(rows), out / "study.png")]

@@ -1,10 +1,28 @@
-"""Markdown / CSV tables of run metrics."""
+"""Markdown / CSV tables of run metrics, and which metric keys are shares shown in percent."""
 
 from __future__ import annotations
 
 import csv
 import io
+import re
 from typing import Any, Sequence
+
+# The last part of a metric's dotted key that makes it a share in [0, 1]: shown in percent.
+RATE_KEY = re.compile(r"(^|_)(accuracy|rate|asr|ca|frr|far|auroc|precision|recall|f1)(_|$)")
+
+
+def is_rate(key: str) -> bool:
+    return bool(RATE_KEY.search(key.rsplit(".", 1)[-1]))
+
+
+def flatten(value: Any, prefix: str = "") -> dict[str, Any]:
+    """Nested dicts as one dict with dotted keys; anything else (lists too) is a leaf."""
+    if isinstance(value, dict) and value:
+        flat: dict[str, Any] = {}
+        for key, item in value.items():
+            flat.update(flatten(item, f"{prefix}{key}."))
+        return flat
+    return {prefix.rstrip("."): value}
 
 
 def fmt(value: Any) -> str:
