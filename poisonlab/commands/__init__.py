@@ -2,4 +2,4 @@
 Options shared by several subcommands are defined once, in `options.py`."""
 
 COMMANDS = ("run", "study", "quickstart", "listing", "weights", "defend", "repair", "icl", "mner",
-            "report")
+            "compare", "export", "data", "report")

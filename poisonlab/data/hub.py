@@ -14,16 +14,20 @@ TEXT_COLUMNS = ("text", "sentence", "content", "review")
 
 def hub_dataset(name: str, *, text_field: str | None = None,
                 label_field: str = "label") -> DatasetSplits:
-    try:
-        import datasets
-    except ImportError:
-        raise PoisonlabError("Hub data sets need the `datasets` package: "
-                             "pip install 'poisonlab[hub]'") from None
     path, _, subset = name.partition("/")
+    return hub_splits(path, subset or None, name=name, text_field=text_field,
+                      label_field=label_field)
+
+
+def hub_splits(path: str, subset: str | None, *, name: str, text_field: str | None = None,
+               label_field: str = "label") -> DatasetSplits:
+    """`datasets.load_dataset(path, subset)` as poisonlab splits, named `name`."""
+    import datasets
     try:
-        loaded = datasets.load_dataset(path, subset or None)
+        loaded = datasets.load_dataset(path, subset)
     except Exception as exc:  # offline, unknown name, ...: all user-fixable
-        raise PoisonlabError(f"cannot load Hub data set '{name}': {exc}") from None
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise PoisonlabError(f"cannot load Hub data set '{name}': {reason}") from None
 
     def convert(split) -> list[Example]:
         column = text_field or next((c for c in TEXT_COLUMNS if c in split.column_names), None)

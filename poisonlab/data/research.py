@@ -16,6 +16,7 @@ RESEARCH_SETS: dict[str, list[str]] = {
     "cr": ["negative", "positive"],
     "cola": ["unacceptable", "acceptable"],
     "olid": ["not offensive", "offensive"],
+    "agnews": ["World", "Sports", "Business", "Sci/Tech"],
 }
 
 
