@@ -33,12 +33,12 @@ def _defend(args: argparse.Namespace) -> int:
     columns = ["defense", "clean_accuracy_no_defense", "attack_success_rate_no_defense",
                "clean_accuracy", "attack_success_rate", "false_rejection_rate",
                "false_acceptance_rate", "auroc"]
-    rows = [{**metrics, "threshold_row": f"{metrics['threshold']:.4g}"}]
+    rows = [{**metrics, "threshold": f"{metrics['threshold']:.4g}"}]
     if "threshold_calibrated" in metrics:  # the same detector at a dev-calibrated threshold
-        rows.append({"defense": metrics["defense"], "threshold_row":
+        rows.append({"defense": metrics["defense"], "threshold":
                      f"{metrics['threshold_calibrated']:.4g} (calibrated)",
                      **{k: metrics.get(f"{k}_calibrated", metrics.get(k)) for k in columns[1:]}})
-    print(markdown_table(rows, ["defense", "threshold_row", *columns[1:]], percent=columns[1:]))
+    print(markdown_table(rows, ["defense", "threshold", *columns[1:]], percent=columns[1:]))
     histogram_grid_of([config.result_dir], config.result_dir / "histogram.png")
     audited = (config.result_dir / "calibration_scores.jsonl").is_file()
     audit = " calibration_scores.jsonl," if audited else ""
