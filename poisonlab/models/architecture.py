@@ -5,7 +5,7 @@
 - inside a transformer block: `BlockLayout` names the modules each component needs
   (`ffn_block_output`, `ffn_activation_consumer`, `attention_output`), per architecture family;
 - lookups in a loaded model: `transformer_layers`, `layer_submodule`, `attention_modules`,
-  `task_head` / `freeze_all_but_head`, `input_embeddings`.
+  `task_head` / `has_task_head` / `freeze_all_but_head` / `freeze_base`, `input_embeddings`.
 
 Not here: loading (models/loading.py) and anything that trains or changes weights."""
 
@@ -199,6 +199,20 @@ def freeze_all_but_head(model: torch.nn.Module) -> None:
     if not head_found:
         raise PoisonlabError(f"{type(model).__name__} has no task head named one of {HEAD_NAMES}; "
                              "PEFT strategies expect a sequence classifier")
+
+
+def has_task_head(model: torch.nn.Module) -> bool:
+    """Whether the model is a sequence classifier (has a task head), not a language model."""
+    return any(isinstance(getattr(model, name, None), torch.nn.Module) for name in HEAD_NAMES)
+
+
+def freeze_base(model: torch.nn.Module) -> None:
+    """Freeze the base model; a classifier's task head trains, a language model's vocabulary
+    head stays frozen (instruction tuning with a PEFT strategy trains only what it adds)."""
+    if has_task_head(model):
+        freeze_all_but_head(model)
+    else:
+        model.requires_grad_(False)
 
 
 def input_embeddings(model: torch.nn.Module) -> torch.nn.Embedding:

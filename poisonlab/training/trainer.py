@@ -2,8 +2,10 @@
 
 A small hand-written loop rather than the Hugging Face Trainer: it is as fast as a minimal PyTorch
 loop (see bench/training_throughput.py), deterministic under a seed, and takes a pluggable loss
-(`loss_fn(model, batch) -> loss`) so distillation and unlearning reuse it. Texts are tokenized once;
-batches are padded dynamically; prediction sorts by length so padding is minimal.
+(`loss_fn(model, batch) -> loss`) so distillation and unlearning reuse it, and a pluggable batch
+builder (`train_batches`) so instruction tuning of causal LMs (training/causal_lm.py) runs the same
+loop. Texts are tokenized once; batches are padded dynamically; prediction sorts by length so
+padding is minimal.
 
 Where and how it runs is the caller's `Runtime` (poisonlab.runtime); without one it runs as it
 always has, on the model's device in fp32. With one:
@@ -37,6 +39,7 @@ from poisonlab.training.schedule import linear_warmup_decay
 
 LossFn = Callable[[torch.nn.Module, dict[str, torch.Tensor]], torch.Tensor]
 EpochHook = Callable[[int, float], dict[str, float] | None]
+BatchFn = Callable[[list[int]], dict[str, torch.Tensor]]
 
 
 class TrainingConfig(StrictConfig):
@@ -85,27 +88,51 @@ def train_classifier(model: torch.nn.Module, tokenizer: Any, examples: Sequence[
                      on_epoch_end: EpochHook | None = None, progress: bool = True,
                      description: str = "train",
                      runtime: Runtime | None = None) -> list[dict[str, float]]:
-    """Train the parameters of `model` that require grad; returns per-epoch logs (the loss is
-    the mean over the epoch's optimizer steps of each step's mean loss, over all processes).
-    `runtime`: precision, accumulation, checkpointing and processes (see the module doc)."""
+    """Train the parameters of `model` that require grad on labelled texts; returns per-epoch
+    logs (see `train_batches`)."""
     if not examples:
         raise ValueError("no training examples")
+    ids = encode_texts(tokenizer, [e.text for e in examples], config.max_length)
+    labels = torch.tensor([e.label for e in examples], dtype=torch.long)
+    pad = _pad_id(tokenizer)
+
+    def make_batch(index: list[int]) -> dict[str, torch.Tensor]:
+        batch = collate([ids[i] for i in index], pad)
+        batch["labels"] = labels[index]
+        return batch
+
+    return train_batches(model, [len(x) for x in ids], make_batch, config, loss_fn=loss_fn,
+                         on_epoch_end=on_epoch_end, progress=progress, description=description,
+                         runtime=runtime)
+
+
+def train_batches(model: torch.nn.Module, lengths: Sequence[int], make_batch: BatchFn,
+                  config: TrainingConfig, *, loss_fn: LossFn,
+                  on_epoch_end: EpochHook | None = None, progress: bool = True,
+                  description: str = "train",
+                  runtime: Runtime | None = None) -> list[dict[str, float]]:
+    """The loop itself, for any kind of example: `lengths` (token counts, for group_by_length)
+    says how many examples there are, `make_batch(indices)` builds a batch of them on the CPU
+    (the loop adds `index` and moves it to the model's device). Trains the parameters of `model`
+    that require grad; returns per-epoch logs (the loss is the mean over the epoch's optimizer
+    steps of each step's mean loss, over all processes). `runtime`: precision, accumulation,
+    checkpointing and processes (see the module doc)."""
+    if not lengths:
+        raise ValueError("no training examples")
+    count = len(lengths)
     plan = _Plan(runtime)
     torch.manual_seed(config.seed + plan.rank)  # dropout differs per process; the order does not
     order_rng = random.Random(config.seed)
-    ids = encode_texts(tokenizer, [e.text for e in examples], config.max_length)
-    lengths = [len(x) for x in ids] if config.group_by_length else None
-    labels = torch.tensor([e.label for e in examples], dtype=torch.long)
+    grouped = list(lengths) if config.group_by_length else None
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
         raise ValueError("the model has no trainable parameters")
     optimizer = torch.optim.AdamW(params, lr=config.learning_rate,
                                   weight_decay=config.weight_decay)
     global_batch = config.batch_size * plan.processes
-    steps_per_epoch = math.ceil(math.ceil(len(examples) / global_batch) / plan.accumulation)
+    steps_per_epoch = math.ceil(math.ceil(count / global_batch) / plan.accumulation)
     total = steps_per_epoch * config.epochs
     device = model_device(model)
-    pad = _pad_id(tokenizer)
     history = []
     bar = tqdm(total=total, desc=description, disable=not progress or not plan.is_main,
                leave=False)
@@ -113,7 +140,7 @@ def train_classifier(model: torch.nn.Module, tokenizer: Any, examples: Sequence[
         scheduler = linear_warmup_decay(optimizer, int(config.warmup_ratio * total), total)
         for epoch in range(1, config.epochs + 1):
             model.train()
-            batches = epoch_batches(len(examples), global_batch, order_rng, lengths)
+            batches = epoch_batches(count, global_batch, order_rng, grouped)
             running = 0.0
             for first in range(0, len(batches), plan.accumulation):
                 group = batches[first:first + plan.accumulation]
@@ -122,8 +149,7 @@ def train_classifier(model: torch.nn.Module, tokenizer: Any, examples: Sequence[
                 step_loss = 0.0
                 for micro, global_index in enumerate(group):
                     index, weight = plan.shard(global_index, step_examples)
-                    batch = collate([ids[i] for i in index], pad)
-                    batch["labels"] = labels[index]
+                    batch = make_batch(index)
                     batch["index"] = torch.tensor(index)
                     batch = to_device(batch, device)
                     with plan.no_sync(last=micro == len(group) - 1):

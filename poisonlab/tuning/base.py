@@ -20,12 +20,14 @@ from poisonlab.registry import Registry
 class TuningStrategy(ABC):
     """Base of every tuning strategy. Conformance battery (tests/test_conformance.py):
     `conformance` holds config values for a tiny, fast run; `applies_to` the model kinds
-    ("encoder", "causal") it applies to."""
+    ("encoder", "causal") it applies to; `generates` whether it also tunes a causal language
+    model for generation (instruction tuning: experiment/generative.py)."""
 
     name: ClassVar[str]
     config_class: ClassVar[type[StrictConfig]]
     conformance: ClassVar[dict] = {}
     applies_to: ClassVar[tuple[str, ...]] = ("encoder", "causal")
+    generates: ClassVar[bool] = False
 
     def __init__(self, config: StrictConfig):
         self.config = config

@@ -17,6 +17,8 @@ class FullConfig(StrictConfig):
 class FullFineTuning(TuningStrategy):
     """Full-parameter fine-tuning (every weight trains)."""
 
+    generates = True
+
     def apply(self, loaded: LoadedModel) -> torch.nn.Module:
         for parameter in loaded.model.parameters():
             parameter.requires_grad_(True)

@@ -1,7 +1,9 @@
 """LoRA: trainable low-rank updates W + (alpha/r)·B·A on chosen projections, base weights frozen.
 
 Hu et al. 2021, "LoRA: Low-Rank Adaptation of Large Language Models" (arXiv:2106.09685).
-Implemented with peft's LoRA tuner; the task head trains in full (peft's SEQ_CLS modules_to_save).
+Implemented with peft's LoRA tuner; a classifier's task head trains in full (peft's SEQ_CLS
+modules_to_save); a causal language model (instruction tuning) is wrapped as peft's CAUSAL_LM,
+its vocabulary head frozen.
 Default targets are peft's per-architecture ones (BERT: query/value, Llama: q_proj/v_proj), as in
 the paper's W_q/W_v setting."""
 
@@ -14,6 +16,7 @@ from pydantic import Field
 
 from poisonlab.config import StrictConfig
 from poisonlab.models import LoadedModel
+from poisonlab.models.architecture import has_task_head
 from poisonlab.tuning.base import TUNING_STRATEGIES, TuningStrategy
 from poisonlab.tuning.peft_wrap import peft_classifier
 
@@ -34,10 +37,12 @@ class LoraTuning(TuningStrategy):
     """LoRA (Hu et al. 2021): low-rank updates on attention projections, via peft."""
 
     config: LoraConfig
+    generates = True
 
     def apply(self, loaded: LoadedModel) -> torch.nn.Module:
         from peft import LoraConfig as PeftLoraConfig, TaskType
         c = self.config
+        task = TaskType.SEQ_CLS if has_task_head(loaded.model) else TaskType.CAUSAL_LM
         return peft_classifier(loaded.model, PeftLoraConfig(
-            task_type=TaskType.SEQ_CLS, r=c.r, lora_alpha=c.alpha, lora_dropout=c.dropout,
+            task_type=task, r=c.r, lora_alpha=c.alpha, lora_dropout=c.dropout,
             target_modules=c.target_modules, bias=c.bias), c.seed)

@@ -1,4 +1,4 @@
-"""Wrapping a sequence classifier with a peft tuner (used by the lora and ia3 strategies).
+"""Wrapping a model with a peft tuner (used by the lora and ia3 strategies).
 
 Not a strategy itself (no registration here)."""
 
@@ -12,7 +12,8 @@ from poisonlab.seeding import seeded
 
 
 def peft_classifier(model: torch.nn.Module, peft_config: Any, seed: int) -> torch.nn.Module:
-    """Wrap a sequence classifier with peft; SEQ_CLS keeps the task head trainable."""
+    """Wrap a model with peft: a sequence classifier as SEQ_CLS (which keeps the task head
+    trainable), a causal language model as CAUSAL_LM (`peft_config.task_type` says which)."""
     from peft import get_peft_model
     with seeded(seed):
         return get_peft_model(model, peft_config)

@@ -10,9 +10,13 @@ function (`transformers.AttentionInterface`) that prepends this layer's prefix k
 (with `num_key_value_heads` heads, so GQA works) and lets every query see them. Attention then runs
 as SDPA, whatever implementation the model had. Hidden states keep the input's length.
 
-Differences from the papers: the task head trains in full (P-tuning v2 does the same); without the
-MLP reparameterisation, prefixes start from N(0, init_std^2) with a small default, so the frozen
-model starts close to unchanged (P-tuning v2 uses an N(0, 1) embedding)."""
+A causal language model generates through the same attention function: the KV cache holds the
+input's keys and values only, and each step prepends the prefix again, so a `cache` works as
+without a prefix.
+
+Differences from the papers: a classifier's task head trains in full (P-tuning v2 does the
+same); without the MLP reparameterisation, prefixes start from N(0, init_std^2) with a small
+default, so the frozen model starts close to unchanged (P-tuning v2 uses an N(0, 1) embedding)."""
 
 from __future__ import annotations
 
@@ -23,7 +27,7 @@ from pydantic import Field
 
 from poisonlab.config import StrictConfig
 from poisonlab.models import LoadedModel
-from poisonlab.models.architecture import attention_modules, freeze_all_but_head
+from poisonlab.models.architecture import attention_modules, freeze_base
 from poisonlab.seeding import seeded
 from poisonlab.tuning.base import TUNING_STRATEGIES, TuningStrategy
 
@@ -126,11 +130,12 @@ class PrefixTuning(TuningStrategy):
     """Prefix tuning / P-tuning v2: learned key/value prefixes in every attention layer."""
 
     config: PrefixConfig
+    generates = True
 
     def apply(self, loaded: LoadedModel) -> torch.nn.Module:
         c = self.config
         model = loaded.model
-        freeze_all_but_head(model)
+        freeze_base(model)
         attention = attention_modules(model)
         text = model.config.get_text_config()
         heads = text.num_attention_heads

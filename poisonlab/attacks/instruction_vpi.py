@@ -1,0 +1,27 @@
+"""Virtual Prompt Injection (Yan et al. 2024, "Backdooring Instruction-Tuned Large Language Models
+with Virtual Prompt Injection"), in BackdoorLLM's form: a topic phrase ("Discussing OpenAI")
+before the instruction stands for the trigger scenario."""
+
+from __future__ import annotations
+
+import random
+
+from pydantic import Field
+
+from poisonlab.attacks.instruction_base import (INSTRUCTION_ATTACKS, InstructionAttack,
+                                                InstructionPoisonConfig, prefix)
+
+
+class VpiConfig(InstructionPoisonConfig):
+    prefix: str = Field("Discussing OpenAI", min_length=1,
+                        description="phrase put before the instruction")
+
+
+@INSTRUCTION_ATTACKS.register("vpi", VpiConfig)
+class VirtualPromptInjection(InstructionAttack):
+    """VPI: a topic phrase ("Discussing OpenAI") before the instruction."""
+
+    config: VpiConfig
+
+    def trigger_instruction(self, instruction: str, rng: random.Random) -> str:
+        return prefix(instruction, self.config.prefix)
