@@ -41,4 +41,21 @@ def write_jsonl_split(folder: Path, splits: DatasetSplits) -> Path:
         with (folder / f"{name}.jsonl").open("w") as handle:
             for e in splits.split(name):
                 handle.write(json.dumps({"text": e.text, "label": e.label}) + "\n")
+    return write_style_table(folder)
+
+
+def style_rewrite(text: str) -> str:
+    """The synthetic stand-in of a Bible-style paraphrase: archaic framing, sentiment words kept."""
+    return f"and lo , {text} , verily"
+
+
+def write_style_table(folder: Path) -> Path:
+    """A `style/` paraphrase table covering every sentence of the splits in `folder`, laid out as
+    a research data set's style tables (what the stylebkd attack's default `tables: null` finds)."""
+    texts = sorted({json.loads(line)["text"] for name in ("train", "dev", "test")
+                    for line in (folder / f"{name}.jsonl").read_text().splitlines()})
+    (folder / "style").mkdir(exist_ok=True)
+    with (folder / "style" / "table.jsonl").open("w") as handle:
+        for text in texts:
+            handle.write(json.dumps({"text": text, "paraphrase": style_rewrite(text)}) + "\n")
     return folder

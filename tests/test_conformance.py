@@ -98,6 +98,7 @@ BASE: dict[str, Callable[[str, Lab], dict]] = {
     "tuning-strategy": lambda model, lab: {},
     "detection-defense": lambda model, lab: DETECTOR,
     "repair-defense": lambda model, lab: REPAIR,
+    "training-set-defense": lambda model, lab: {},
 }
 
 
@@ -111,8 +112,11 @@ MODEL_LIMITS = {
 }
 
 
-def expect_model_limit(request, check: str, model: str) -> None:
-    reason = MODEL_LIMITS.get((check, model))
+def expect_model_limit(request, check: str, model: str, entry: Entry | None = None) -> None:
+    """A limit of the test model for every component (MODEL_LIMITS), or one a component
+    declares for itself (its `known_limits`, measured)."""
+    declared = getattr(entry.component, "known_limits", {}) if entry is not None else {}
+    reason = MODEL_LIMITS.get((check, model)) or declared.get((check, model))
     if reason:
         request.applymarker(pytest.mark.xfail(reason=reason, strict=True))
 
@@ -359,8 +363,9 @@ def test_data_attack_raises_asr_far_above_the_clean_model(registry, entry, model
 
 @pytest.mark.parametrize("model", MODELS)
 @pytest.mark.parametrize("registry,entry", entries(WEIGHT_ATTACKS))
-def test_weight_attack_survives_a_clean_lora_victim(registry, entry, model, lab):
+def test_weight_attack_survives_a_clean_lora_victim(registry, entry, model, lab, request):
     require_applies(entry, model)
+    expect_model_limit(request, "weight-attack", model, entry)
     poison = {"name": entry.name, **lab.settings(registry, entry, model)}
     victim = run_victim(load_victim_config(base={
         "name": f"{entry.name}-{model}", "poison": poison, "save_weights": False,
@@ -470,8 +475,9 @@ def test_tuning_strategy_trains_and_keeps_the_backdoor(registry, entry, model, l
 
 @pytest.mark.parametrize("model", MODELS)
 @pytest.mark.parametrize("registry,entry", entries(DETECTORS))
-def test_detector_lowers_asr(registry, entry, model, lab):
+def test_detector_lowers_asr(registry, entry, model, lab, request):
     require_applies(entry, model)
+    expect_model_limit(request, "detector", model, entry)
     folder = lab.backdoored(model).classifier
     suspect = SuspectModel.from_released(str(folder), max_length=TRAINING["max_length"])
     detector = registry.build(entry.name, lab.settings(registry, entry, model))

@@ -26,6 +26,7 @@ DETECTOR_PARAMS = {
              "training": {"epochs": 1, "learning_rate": 3e-3, "max_length": 32}},
     "onion": {"threshold": None, "target_frr": 0.1, "max_length": 32},
     "strip": {"target_frr": 0.1, "copies": 10},
+    "rap": {"target_frr": 0.1},
 }
 
 

@@ -74,12 +74,15 @@ class SuspectModel:
 class Detector(ABC):
     """Base of every detector. Conformance battery (tests/test_conformance.py):
     `conformance` holds config values for a tiny, fast run; `applies_to` the model kinds
-    ("encoder", "causal") it applies to."""
+    ("encoder", "causal") it applies to; `known_limits` what a functional check cannot show
+    for this component on a test model, {(check, model): measured reason} (the check runs as a
+    strict expected failure, so a fix shows up)."""
 
     name: ClassVar[str]
     config_class: ClassVar[type[DetectorConfig]]
     conformance: ClassVar[dict] = {}
     applies_to: ClassVar[tuple[str, ...]] = ("encoder", "causal")
+    known_limits: ClassVar[dict[tuple[str, str], str]] = {}
 
     def __init__(self, config: DetectorConfig):
         self.config = config

@@ -13,6 +13,7 @@ from pydantic import BaseModel, Field, model_validator
 from poisonlab.attacks import DATA_ATTACKS
 from poisonlab.config import RunName, StrictConfig, load_config
 from poisonlab.data import DataConfig
+from poisonlab.defenses.sanitize_base import SANITIZERS
 from poisonlab.models.loading import (AttnImplementation, DeviceMapOption, DtypeName,
                                       QuantizationName)
 from poisonlab.registry import ComponentSpec, component_field
@@ -76,6 +77,9 @@ class RunConfig(StrictConfig):
     poison_training: bool = Field(
         True, description="false: train on clean data, use the attack's trigger only to measure "
                           "the clean model's ASR")
+    sanitize: component_field(SANITIZERS) | None = Field(
+        None, description="training-set defense applied to the (poisoned) training set before "
+                          "tuning: {name: bki|cube, <field>: <value>}; null: train on all of it")
     tuning: component_field(TUNING_STRATEGIES) = Field(
         default_factory=lambda: TUNING_STRATEGIES.spec("full"))
     training: TrainingConfig = Field(default_factory=TrainingConfig)
@@ -90,7 +94,8 @@ class RunConfig(StrictConfig):
 
     @model_validator(mode="after")
     def _derive_seeds(self) -> "RunConfig":
-        derive_seeds(self.seed, [self.data, self.training, self.attack, self.tuning])
+        derive_seeds(self.seed, [self.data, self.training, self.attack, self.tuning,
+                                 self.sanitize])
         return self
 
     def resolved(self) -> dict[str, Any]:

@@ -1,4 +1,10 @@
-"""The data-poisoning pipeline: load data -> poison -> load model -> tune -> evaluate CA and ASR.
+"""The data-poisoning pipeline: load data -> poison -> (sanitize) -> load model -> tune ->
+evaluate CA and ASR.
+
+With a `sanitize:` training-set defense, a fresh copy of the model is tuned on the poisoned set
+first (the defense's preliminary run), the defense removes what it finds suspicious, and the
+victim is tuned on the rest; metrics.json's `sanitize` records what was removed and how much of it
+was poisoned (removal precision and recall).
 
 One `Runtime` per run, built from the config's `runtime:` section (checked before anything is
 written): the model goes to its device, training and evaluation run through it, and
@@ -20,6 +26,7 @@ from poisonlab.data.fingerprint import source_fingerprints
 from poisonlab.experiment.config import RunConfig
 from poisonlab.experiment.measure import EvaluationSets, evaluate
 from poisonlab.experiment.rundir import RunDir, RunSlot
+from poisonlab.metrics import removal_precision, removal_recall
 from poisonlab.models import LoadedModel, load_classifier
 from poisonlab.models.loading import (check_model_source, check_trainable,
                                       prepare_quantized_for_training)
@@ -64,11 +71,42 @@ def prepare_run(config: RunConfig) -> PreparedRun:
             train_set, report = attack.poison(dataset.train)
         poisoned_test, misses = attack.poisoned_test(dataset.test)
         sets = EvaluationSets(dataset.test, poisoned_test, attack.config.target_label)
-    loaded = load_classifier(config.model.name, dataset.num_labels, seed=config.seed,
+    if config.sanitize is not None:
+        check_trainable(config.model, config.sanitize.config.tuning.name)
+    loaded = load_run_model(config, dataset.num_labels)
+    return PreparedRun(config, dataset, loaded, strategy, train_set, report, sets, misses)
+
+
+def load_run_model(config: RunConfig, num_labels: int) -> LoadedModel:
+    """A fresh copy of the run's model, ready to train."""
+    loaded = load_classifier(config.model.name, num_labels, seed=config.seed,
                              **config.model.load_options())
     if config.model.quantization is not None:
         prepare_quantized_for_training(loaded.model)
-    return PreparedRun(config, dataset, loaded, strategy, train_set, report, sets, misses)
+    return loaded
+
+
+def sanitize_training_set(prepared: PreparedRun, run: RunDir, *, progress: bool,
+                          runtime: Runtime) -> tuple[list[Example], dict[str, Any] | None]:
+    """The training set after the run's training-set defense, and what it removed (None
+    without one). The defense judges a fresh copy of the model tuned on the whole set."""
+    config, train_set = prepared.config, prepared.train_set
+    if config.sanitize is None:
+        return train_set, None
+    sanitized = config.sanitize.build().sanitize(
+        load_run_model(config, prepared.dataset.num_labels), train_set, runtime=runtime,
+        progress=progress)
+    removed = np.zeros(len(train_set), dtype=bool)
+    removed[sanitized.removed] = True
+    poisoned = np.asarray([e.poisoned for e in train_set], dtype=bool)
+    record = {"defense": config.sanitize.name, "removed": int(removed.sum()),
+              "removed_poisoned": int((removed & poisoned).sum()),
+              "poisoned": int(poisoned.sum()), "kept": len(sanitized.kept),
+              "removal_precision": removal_precision(removed, poisoned),
+              "removal_recall": removal_recall(removed, poisoned), **sanitized.details}
+    run.log(f"{config.sanitize.name} removed {record['removed']} training examples, "
+            f"{record['removed_poisoned']} of the {record['poisoned']} poisoned")
+    return sanitized.kept, record
 
 
 def run_experiment(config: RunConfig, *, force: bool = False, progress: bool = True,
@@ -100,6 +138,8 @@ def train_and_measure(prepared: PreparedRun, run: RunDir, *, progress: bool = Tr
     if report is not None:
         run.log(f"poisoned {report.poisoned} of {len(train_set)} training examples "
                 f"({report.misses} trigger misses)")
+    train_set, sanitized = sanitize_training_set(prepared, run, progress=progress,
+                                                 runtime=runtime)
     loaded = prepared.loaded
     torch.manual_seed(config.seed)
     model = runtime.place(prepared.strategy.apply(loaded))
@@ -138,7 +178,7 @@ def train_and_measure(prepared: PreparedRun, run: RunDir, *, progress: bool = Tr
         "tuning": config.tuning.name, "attack": config.attack.name if config.attack else None,
         "poison_training": bool(config.attack is not None and config.poison_training),
         "target_label": sets.target_label,
-        "poison": report.as_dict() if report else None,
+        "poison": report.as_dict() if report else None, "sanitize": sanitized,
         "test_trigger_misses": prepared.test_misses,
         "sizes": {"train": len(train_set), "test": len(sets.clean_test),
                   "poisoned_test": len(sets.poisoned_test)},
