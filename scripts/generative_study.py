@@ -67,6 +67,8 @@ def main() -> int:
     parser.add_argument("--threads", type=int, help="torch CPU threads")
     parser.add_argument("--force", action="store_true", help="rerun finished cells")
     parser.add_argument("--dry-run", action="store_true", help="validate and list the cells")
+    parser.add_argument("--report-only", action="store_true",
+                        help="write the table and plot of the finished cells; run nothing")
     args = parser.parse_args()
 
     import torch
@@ -75,7 +77,8 @@ def main() -> int:
     from poisonlab.experiment.generative import load_generative_config, run_generative
     from poisonlab.experiment.rundir import RunSlot
     from poisonlab.io import write_text
-    from poisonlab.report.tables import markdown_table
+    from poisonlab.report.plots import grouped_bars, save_png
+    from poisonlab.report.tables import csv_table, markdown_table
     from poisonlab.settings import set_data_dir
 
     set_data_dir(args.data_dir)
@@ -93,17 +96,31 @@ def main() -> int:
             return 0
         rows = []
         for number, config in enumerate(configs, start=1):
-            print(f"[{number}/{len(configs)}] {config.name}", flush=True)
-            metrics = run_generative(config, force=args.force, progress=False)
+            slot = RunSlot(config.run_dir, config.resolved(), kind="generate")
+            if args.report_only:
+                metrics = slot.reusable(False, quiet=True)
+                if metrics is None:
+                    continue
+            else:
+                print(f"[{number}/{len(configs)}] {config.name}", flush=True)
+                metrics = run_generative(config, force=args.force, progress=False)
             rows.append({"cell": config.name, "task": config.data.name.split("/")[-1],
-                         **metrics})
+                         "tuning": config.tuning.name if config.poison_training else "clean",
+                         **{k: v for k, v in metrics.items() if k != "tuning"}})
     except PoisonlabError as exc:
         print(f"generative_study: error: {exc}", file=sys.stderr)
         return 2
     table = markdown_table(rows, COLUMNS, percent=RATES)
     write_text(Path(args.output_dir) / "report.md", table)
+    write_text(Path(args.output_dir) / "report.csv", csv_table(rows, COLUMNS))
+    for task in dict.fromkeys(r["task"] for r in rows):
+        save_png(grouped_bars([r for r in rows if r["task"] == task], "attack", ["tuning"],
+                              ["attack_success_rate", "false_trigger_rate", "rouge_l"],
+                              f"{args.model}, target '{task}': ASR on triggered instructions, "
+                              "false triggers on clean ones, ROUGE-L of clean answers"),
+                 Path(args.output_dir) / f"plot_{task}.png")
     print(table)
-    print(f"wrote {Path(args.output_dir) / 'report.md'}")
+    print(f"wrote {Path(args.output_dir) / 'report.md'} (and .csv, plot_<task>.png)")
     return 0
 
 

@@ -8,7 +8,7 @@ import re
 from typing import Any, Sequence
 
 # The last part of a metric's dotted key that makes it a share in [0, 1]: shown in percent.
-RATE_KEY = re.compile(r"(^|_)(accuracy|rate|asr|ca|frr|far|auroc|precision|recall|f1)(_|$)")
+RATE_KEY = re.compile(r"(^|_)(accuracy|rate|asr|ca|frr|far|auroc|precision|recall|f1|rouge)(_|$)")
 
 
 def is_rate(key: str) -> bool:
