@@ -239,3 +239,15 @@ def test_runtimes_of_different_precision_take_turns_in_one_process():
         with runtime.autocast():
             assert layer(torch.ones(1, 2)).dtype == dtype
         assert runtime.describe()["mixed_precision"] == {torch.float32: "no"}.get(dtype, "bf16")
+
+
+def test_prediction_batches_hold_little_padding_and_every_text_once():
+    from poisonlab.training.trainer import MAX_PADDING, length_batches
+    lengths = [3, 30, 7, 7, 8, 9, 31, 12, 40, 5] * 7
+    order = sorted(range(len(lengths)), key=lambda i: lengths[i])
+    batches = length_batches(order, lengths, 16)
+    assert sorted(i for b in batches for i in b) == list(range(len(lengths)))
+    for batch in batches:
+        assert len(batch) <= 16
+        real = sum(lengths[i] for i in batch)
+        assert len(batch) * max(lengths[i] for i in batch) <= (1 + MAX_PADDING) * real
