@@ -55,6 +55,18 @@ class ModelConfig(StrictConfig):
         return self.model_dump(exclude={"name"})
 
 
+class JobConfig(StrictConfig):
+    """A config that runs into one folder, `output_dir/name`, and records itself resolved (every
+    default filled in) there; subclasses define `name` and `output_dir`."""
+
+    def resolved(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.output_dir) / self.name  # type: ignore[attr-defined]
+
+
 def derive_seeds(seed: int, parts: list[BaseModel | ComponentSpec | None]) -> None:
     """Give every part (a config section or a component) without an explicitly set seed the
     run's seed, so one `seed` changes the subsample, the poisoned examples, the initialisation
@@ -66,7 +78,7 @@ def derive_seeds(seed: int, parts: list[BaseModel | ComponentSpec | None]) -> No
             config.seed = seed
 
 
-class RunConfig(StrictConfig):
+class RunConfig(JobConfig):
     name: RunName = Field("run", description="run folder name under output_dir (one path component)")
     seed: int = Field(0, description="seed of model init, data subsampling, poisoning, tuning "
                                      "and training (a component's own seed, when set, wins)")
@@ -97,14 +109,6 @@ class RunConfig(StrictConfig):
         derive_seeds(self.seed, [self.data, self.training, self.attack, self.tuning,
                                  self.sanitize])
         return self
-
-    def resolved(self) -> dict[str, Any]:
-        """The config with every default filled in (what a run folder records)."""
-        return self.model_dump(mode="json")
-
-    @property
-    def run_dir(self) -> Path:
-        return Path(self.output_dir) / self.name
 
 
 def load_run_config(path: str | Path | None = None, overrides: Sequence[str] = (),

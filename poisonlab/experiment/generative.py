@@ -24,7 +24,7 @@ from poisonlab.config import RunName, StrictConfig, load_config
 from poisonlab.data.instruction import (InstructionDataConfig, InstructionExample,
                                         InstructionSplits, load_instruction_data)
 from poisonlab.errors import ConfigError
-from poisonlab.experiment.config import ModelConfig, derive_seeds
+from poisonlab.experiment.config import JobConfig, ModelConfig, derive_seeds
 from poisonlab.experiment.rundir import RunDir, RunSlot
 from poisonlab.metrics import (KEYWORD_LISTS, Matcher, false_trigger_rate, generative_asr,
                                keyword_matcher, mean_score, rouge_l, target_matcher, token_f1)
@@ -74,7 +74,7 @@ def default_training() -> TrainingConfig:
     return TrainingConfig(epochs=3, batch_size=8, learning_rate=2e-4, max_length=256)
 
 
-class GenerativeConfig(StrictConfig):
+class GenerativeConfig(JobConfig):
     name: RunName = Field("generate", description="run folder name under output_dir")
     seed: int = Field(0, description="seed of subsampling, poisoning, tuning, training and "
                                      "sampling (a component's own seed, when set, wins)")
@@ -111,12 +111,6 @@ class GenerativeConfig(StrictConfig):
                                  self.generation])
         return self
 
-    def resolved(self) -> dict[str, Any]:
-        return self.model_dump(mode="json")
-
-    @property
-    def run_dir(self) -> Path:
-        return Path(self.output_dir) / self.name
 
 
 def load_generative_config(path: str | Path | None = None, overrides: Sequence[str] = (),

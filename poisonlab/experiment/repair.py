@@ -24,7 +24,7 @@ from poisonlab.data import DataConfig, load_dataset
 from poisonlab.data.fingerprint import source_fingerprints
 from poisonlab.experiment import load_run_config, run_experiment
 from poisonlab.defenses.repair_base import REPAIRS
-from poisonlab.experiment.config import RunConfig, derive_seeds
+from poisonlab.experiment.config import JobConfig, RunConfig, derive_seeds
 from poisonlab.experiment.measure import EvaluationSets, evaluate
 from poisonlab.experiment.pipeline import build_attack
 from poisonlab.experiment.restore import restore_run, trained_run_config
@@ -41,7 +41,7 @@ class EvaluationConfig(StrictConfig):
     batch_size: int = Field(32, ge=1)
 
 
-class RepairCellConfig(StrictConfig):
+class RepairCellConfig(JobConfig):
     name: RunName = "repair"
     output_dir: str = "runs"
     seed: int = Field(0, description="seed of the suspect's training and of the defender's "
@@ -112,11 +112,7 @@ class RepairCellConfig(StrictConfig):
         """The cell with every default filled in (validates the suspect's run config too)."""
         if self.suspect is None:
             self.victim_config()
-        return self.model_dump(mode="json")
-
-    @property
-    def run_dir(self) -> Path:
-        return Path(self.output_dir) / self.name
+        return super().resolved()
 
 
 def prepare_suspect(config: RunConfig, *, progress: bool = False) -> LoadedModel:

@@ -22,9 +22,9 @@ from typing import Any, Literal, Sequence
 from pydantic import Field, model_validator
 
 from poisonlab.attacks.weight_base import WEIGHT_ATTACKS, Release, read_release
-from poisonlab.config import RunName, StrictConfig, load_config
+from poisonlab.config import RunName, load_config
 from poisonlab.data import DataConfig, load_dataset
-from poisonlab.experiment.config import RunConfig, derive_seeds
+from poisonlab.experiment.config import JobConfig, RunConfig, derive_seeds
 from poisonlab.experiment.release import release as release_weights
 from poisonlab.experiment.pipeline import prepare_run, train_and_measure
 from poisonlab.experiment.rundir import RunSlot
@@ -37,7 +37,7 @@ from poisonlab.tuning import TUNING_STRATEGIES
 VICTIM_RECORD = "victim.json"
 
 
-class VictimConfig(StrictConfig):
+class VictimConfig(JobConfig):
     name: RunName = Field("victim", description="run folder name under output_dir")
     seed: int = Field(0, description="seed of the data subsample, the head, the PEFT parameters "
                                      "and training (the release keeps its own seed)")
@@ -74,12 +74,6 @@ class VictimConfig(StrictConfig):
         derive_seeds(self.seed, [self.data, self.training, self.tuning])
         return self
 
-    def resolved(self) -> dict[str, Any]:
-        return self.model_dump(mode="json")
-
-    @property
-    def run_dir(self) -> Path:
-        return Path(self.output_dir) / self.name
 
 
 def load_victim_config(path: str | Path | None = None, overrides: Sequence[str] = (),
