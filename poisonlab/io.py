@@ -5,10 +5,12 @@ Written files get the mode a plain `open()` would give (the user's umask), and J
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import numbers
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
@@ -46,6 +48,24 @@ def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+@contextlib.contextmanager
+def atomic_folder(path: str | Path) -> Iterator[Path]:
+    """A folder built aside (beside `path`) and renamed onto `path` when the block ends, every
+    entry with the umask's mode; removed if the block fails, so `path` is whole or absent."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    building = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".partial",
+                                     dir=path.parent))
+    try:
+        yield building
+        for entry in [building, *building.rglob("*")]:  # some writers create 0600 files
+            apply_umask(entry)
+        os.replace(building, path)
+    except BaseException:
+        shutil.rmtree(building, ignore_errors=True)
+        raise
 
 
 def write_text(path: str | Path, text: str) -> Path:

@@ -8,17 +8,14 @@ set is never overwritten."""
 
 from __future__ import annotations
 
-import os
 import random
-import shutil
-import tempfile
 from pathlib import Path
 
 from poisonlab.data.example import Example
 from poisonlab.data.hub import hub_splits
 from poisonlab.data.research import RESEARCH_SETS
 from poisonlab.errors import DataError, PoisonlabError
-from poisonlab.io import apply_umask, write_jsonl
+from poisonlab.io import atomic_folder, write_jsonl
 from poisonlab.settings import data_dir
 
 CARVE_SHARE = 0.1
@@ -66,18 +63,11 @@ def prepare(name: str, target_dir: str | Path | None = None) -> Path:
         raise PoisonlabError(f"{final} already exists; remove it to prepare '{name}' again")
     splits = hub_research_splits(name)
     labels = len(RESEARCH_SETS[name])
-    root.mkdir(parents=True, exist_ok=True)
-    building = Path(tempfile.mkdtemp(prefix=f".{name}.", suffix=".partial", dir=root))
-    try:
+    with atomic_folder(final) as building:
         for split, examples in splits.items():
             if any(e.label >= labels for e in examples):
                 raise DataError(f"Hub source {HUB_SOURCES[name][0]} has labels outside "
                                 f"0..{labels - 1} in its {split} split")
             write_jsonl(building / f"{split}.jsonl",
                         ({"text": e.text, "label": e.label} for e in examples))
-        apply_umask(building)
-        os.replace(building, final)
-    except BaseException:
-        shutil.rmtree(building, ignore_errors=True)
-        raise
     return final

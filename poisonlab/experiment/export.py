@@ -15,9 +15,6 @@ The folder is built beside its final place and renamed into place when complete.
 
 from __future__ import annotations
 
-import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +25,7 @@ from poisonlab.errors import ConfigError, PoisonlabError
 from poisonlab.experiment.model_card import model_card
 from poisonlab.experiment.restore import RestoredRun, restore_run
 from poisonlab.experiment.victim import VICTIM_RECORD
-from poisonlab.io import apply_umask, jsonl_rows, write_text
+from poisonlab.io import atomic_folder, jsonl_rows, write_text
 from poisonlab.models import load_classifier
 
 PROBE_ROWS = 32        # test texts the exported model must reproduce the run's logits on
@@ -145,21 +142,12 @@ def export_run(run_dir: str | Path, output: str | Path, *, merge: bool = True,
     expected = _logits(run.model, run.loaded.tokenizer, texts, run.config.training.max_length)
     label_names = _label_names(run, run.model.config.num_labels)
     layout = _layout(run, merge)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    building = Path(tempfile.mkdtemp(prefix=f".{output.name}.", suffix=".partial",
-                                     dir=output.parent))
-    try:
+    with atomic_folder(output) as building:
         _write_model(run, building, layout, label_names)
         write_text(building / "README.md",
                    model_card(run.config, run.metrics, label_names, layout=layout,
                               released_weights=(run_dir / VICTIM_RECORD).is_file()))
         _verify(building, layout, run, texts, expected)
-        for path in [building, *building.rglob("*")]:  # some writers create 0600 files
-            apply_umask(path)
-        os.replace(building, output)
-    except BaseException:
-        shutil.rmtree(building, ignore_errors=True)
-        raise
     return output
 
 
