@@ -22,7 +22,7 @@ import torch
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
-from timing import gemm_flops, interleave, load_line, non_embedding_parameters, roofline  # noqa: E402,E501
+from timing import interleave, load_line, non_embedding_parameters, print_roofline  # noqa: E402
 
 from poisonlab.data import load_dataset  # noqa: E402
 from poisonlab.defenses.detect_perplexity import (LeaveOneOutPerplexity,  # noqa: E402
@@ -96,16 +96,9 @@ def main() -> None:
                "above half the cores): the ratio is unreliable" if busy_any else "")
     print(f"ratio: {ratio:.2f}x wall-clock, {cpu_ratio:.2f}x CPU time (target >= 4x){warning}")
     print(f"largest relative score difference: {difference:.2e}")
-    gemm = gemm_flops()
-    work = forward_flops(LeaveOneOutPerplexity(lm), texts)
-    print("compute (2 x non-embedding parameters per token run + the LM head per position "
-          f"scored; fp32 2048^3 GEMM {gemm / 1e9:.1f} GFLOP/s on {torch.get_num_threads()} "
-          "threads, measured now):")
-    for name, seconds in best.items():
-        print(roofline(name, work[name], seconds, gemm))
-    print(f"work ratio {work['naive (per variant)'] / work['batched + cached']:.2f}x; ceiling: "
-          f"the batched arm at 100% of the GEMM would be "
-          f"{best['naive (per variant)'] * gemm / work['batched + cached']:.2f}x the naive one")
+    print_roofline("2 x non-embedding parameters per token run + the LM head per position "
+                   "scored", forward_flops(LeaveOneOutPerplexity(lm), texts), best,
+                   "naive (per variant)", "batched + cached")
 
 
 if __name__ == "__main__":

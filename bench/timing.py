@@ -60,7 +60,17 @@ def gemm_flops(size: int = 2048, repeats: int = 5) -> float:
     return 2 * size ** 3 / best
 
 
-def roofline(name: str, flops: float, seconds: float, gemm: float) -> str:
-    """One arm's achieved rate as a share of the GEMM roof."""
-    return (f"{name:>20}: {flops / 1e9:8.1f} GFLOP in {seconds:.2f}s = {flops / seconds / 1e9:6.1f}"
-            f" GFLOP/s = {flops / seconds / gemm:5.1%} of the GEMM")
+def print_roofline(counted: str, work: dict[str, float], best: dict[str, float],
+                   baseline: str, ours: str) -> None:
+    """Each arm's arithmetic (`work`, FLOPs, counted as `counted` says) against a fp32 GEMM timed
+    now, and the ratio our arm would reach at 100% of that roof: the most any batching of the
+    same arithmetic can give on this machine."""
+    gemm = gemm_flops()
+    print(f"compute ({counted}; fp32 2048^3 GEMM {gemm / 1e9:.1f} GFLOP/s on "
+          f"{torch.get_num_threads()} threads, measured now):")
+    for name, seconds in best.items():
+        print(f"{name:>20}: {work[name] / 1e9:8.1f} GFLOP in {seconds:.2f}s = "
+              f"{work[name] / seconds / 1e9:6.1f} GFLOP/s = {work[name] / seconds / gemm:5.1%} "
+              "of the GEMM")
+    print(f"work ratio {work[baseline] / work[ours]:.2f}x; ceiling: {ours} at 100% of the GEMM "
+          f"would be {best[baseline] * gemm / work[ours]:.2f}x {baseline}")
