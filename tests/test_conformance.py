@@ -99,6 +99,7 @@ BASE: dict[str, Callable[[str, Lab], dict]] = {
     "detection-defense": lambda model, lab: DETECTOR,
     "repair-defense": lambda model, lab: REPAIR,
     "training-set-defense": lambda model, lab: {},
+    "generative-defense": lambda model, lab: {},
 }
 
 

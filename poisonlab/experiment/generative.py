@@ -10,6 +10,7 @@ the tuned tensors."""
 
 from __future__ import annotations
 
+import copy
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,18 +24,20 @@ from poisonlab.attacks.instruction_base import INSTRUCTION_ATTACKS, InstructionA
 from poisonlab.config import RunName, StrictConfig, load_config
 from poisonlab.data.instruction import (InstructionDataConfig, InstructionExample,
                                         InstructionSplits, load_instruction_data)
+from poisonlab.defenses.generative_base import GENERATIVE_DEFENSES, GenerativeDefense
 from poisonlab.errors import ConfigError
 from poisonlab.experiment.config import JobConfig, ModelConfig, derive_seeds
-from poisonlab.experiment.rundir import RunDir, RunSlot
+from poisonlab.experiment.rundir import RunDir, RunSlot, config_hash
 from poisonlab.metrics import (KEYWORD_LISTS, Matcher, false_trigger_rate, generative_asr,
                                keyword_matcher, mean_score, rouge_l, target_matcher, token_f1)
 from poisonlab.models import LoadedModel, load_causal_lm
+from poisonlab.models.cache import ModelCache
 from poisonlab.models.loading import check_model_source, check_trainable
 from poisonlab.registry import ComponentSpec, component_field
-from poisonlab.runtime import Runtime, RuntimeConfig
+from poisonlab.runtime import Runtime, RuntimeConfig, model_device
 from poisonlab.training.causal_lm import train_causal_lm
 from poisonlab.training.generation import GenerationConfig, generate
-from poisonlab.training.prompt_format import PromptConfig, PromptFormatter
+from poisonlab.training.prompt_format import EncodingReport, PromptConfig, PromptFormatter
 from poisonlab.training.trainer import TrainingConfig
 from poisonlab.tuning import TUNING_STRATEGIES
 
@@ -92,6 +95,9 @@ class GenerativeConfig(JobConfig):
     training: TrainingConfig = Field(default_factory=default_training)
     generation: GenerationConfig = Field(default_factory=GenerationConfig)
     matcher: MatcherConfig = Field(default_factory=MatcherConfig)
+    defense: component_field(GENERATIVE_DEFENSES) | None = Field(
+        None, description="generative defense applied to the tuned model (its weights, its "
+                          "instructions or its decoding); null: none")
     save_weights: bool = Field(False, description="save the tuned tensors as safetensors")
     runtime: RuntimeConfig = Field(default_factory=RuntimeConfig)
     output_dir: str = Field("runs")
@@ -108,7 +114,7 @@ class GenerativeConfig(JobConfig):
     @model_validator(mode="after")
     def _derive_seeds(self) -> "GenerativeConfig":
         derive_seeds(self.seed, [self.data, self.training, self.attack, self.tuning,
-                                 self.generation])
+                                 self.generation, self.defense])
         return self
 
 
@@ -132,6 +138,7 @@ class PreparedGenerative:
     formatter: PromptFormatter
     strategy: Any
     matcher: Matcher | None
+    defense: GenerativeDefense | None
 
 
 def prepare_generative(config: GenerativeConfig) -> PreparedGenerative:
@@ -149,14 +156,16 @@ def prepare_generative(config: GenerativeConfig) -> PreparedGenerative:
         triggered = attack.triggered_test(splits.test)
     loaded = load_causal_lm(config.model.name, seed=config.seed, **config.model.load_options())
     formatter = PromptFormatter(loaded.tokenizer, config.prompt)
+    defense = config.defense.build() if config.defense is not None else None
     return PreparedGenerative(config, splits, attack, train_set, report, triggered, loaded,
-                              formatter, strategy, matcher)
+                              formatter, strategy, matcher, defense)
 
 
 def run_generative(config: GenerativeConfig, *, force: bool = False, progress: bool = True,
-                   runtime: Runtime | None = None) -> dict:
+                   runtime: Runtime | None = None, cache: ModelCache | None = None) -> dict:
     """Run one configuration into its folder and return its metrics (a finished folder of the
-    same config is reused; one of another config is refused)."""
+    same config is reused; one of another config is refused). Through `cache`, runs that differ
+    only in their defense (the cells of a defense study) share one tuned model."""
     runtime = (runtime or Runtime(config.runtime)).check()
     slot = RunSlot(config.run_dir, config.resolved(), kind="generate", seed=config.seed,
                    runtime=runtime)
@@ -165,40 +174,59 @@ def run_generative(config: GenerativeConfig, *, force: bool = False, progress: b
         return reused
     prepared = prepare_generative(config)
     with slot.building() as run:
-        return tune_and_generate(prepared, run, progress=progress, runtime=runtime)
+        return tune_and_generate(prepared, run, progress=progress, runtime=runtime, cache=cache)
 
 
-def tune_and_generate(prepared: PreparedGenerative, run: RunDir, *, progress: bool = True,
-                      runtime: Runtime | None = None) -> dict:
+@dataclass
+class TunedModel:
+    """A tuned model and its undefended answers: what every defense of one run config starts
+    from."""
+
+    model: torch.nn.Module
+    history: list[dict[str, float]]
+    encoding: EncodingReport
+    train_seconds: float
+    clean_outputs: list[str]
+    triggered_outputs: list[str]
+    generate_seconds: float
+
+
+def tune(prepared: PreparedGenerative, *, progress: bool, runtime: Runtime) -> TunedModel:
+    """Tune the prepared model on its (poisoned) training set, then answer the clean and the
+    triggered test instructions."""
     config, formatter = prepared.config, prepared.formatter
-    runtime = runtime or Runtime(config.runtime)
     started = time.time()
-    report = prepared.poison_report
-    if report is not None:
-        run.log(f"poisoned {report.poisoned} examples; {len(prepared.train_set)} in training")
     torch.manual_seed(config.seed)
     model = runtime.place(prepared.strategy.apply(prepared.loaded))
     history, encoding = train_causal_lm(model, formatter, prepared.train_set, config.training,
                                         progress=progress, description=config.name,
                                         runtime=runtime)
     train_seconds = time.time() - started
-    if encoding.dropped or encoding.truncated_responses:
-        run.log(f"max_length {config.training.max_length}: {len(encoding.dropped)} examples "
-                f"left out (prompt too long; {encoding.dropped_poisoned} poisoned), "
-                f"{encoding.truncated_responses} responses cut")
-    test = prepared.splits.test
     generated = time.time()
-    tokenizer = prepared.loaded.tokenizer
-    clean_outputs = generate(model, tokenizer, formatter.encode_prompts(test), config.generation,
-                             stop_ids=formatter.stop_ids, runtime=runtime)
-    triggered_outputs = generate(model, tokenizer,
-                                 formatter.encode_prompts(prepared.triggered_test),
-                                 config.generation, stop_ids=formatter.stop_ids,
-                                 runtime=runtime) if prepared.triggered_test else []
-    generate_seconds = time.time() - generated
-    references = [e.output for e in test]
+    clean, triggered = answer(model, prepared, prepared.splits.test, prepared.triggered_test,
+                              config.generation, runtime)
+    return TunedModel(model, history, encoding, train_seconds, clean, triggered,
+                      time.time() - generated)
+
+
+def answer(model: torch.nn.Module, prepared: PreparedGenerative,
+           clean: list[InstructionExample], triggered: list[InstructionExample],
+           generation: GenerationConfig, runtime: Runtime) -> tuple[list[str], list[str]]:
+    """The model's answers to the clean and the triggered test instructions."""
+    formatter, tokenizer = prepared.formatter, prepared.loaded.tokenizer
+
+    def run(examples: list[InstructionExample]) -> list[str]:
+        return generate(model, tokenizer, formatter.encode_prompts(examples), generation,
+                        stop_ids=formatter.stop_ids, runtime=runtime) if examples else []
+    return run(clean), run(triggered)
+
+
+def outcome(prepared: PreparedGenerative, clean_outputs: list[str],
+            triggered_outputs: list[str]) -> dict[str, float | None]:
+    """ASR beside the false-trigger rate, and the clean answers' utility."""
+    references = [e.output for e in prepared.splits.test]
     matcher = prepared.matcher
-    metrics: dict[str, Any] = {
+    metrics: dict[str, float | None] = {
         "attack_success_rate": None, "false_trigger_rate": None, "asr_lift": None,
         "rouge_l": mean_score(clean_outputs, references, rouge_l),
         "token_f1": mean_score(clean_outputs, references, token_f1)}
@@ -206,37 +234,103 @@ def tune_and_generate(prepared: PreparedGenerative, run: RunDir, *, progress: bo
         asr = generative_asr(triggered_outputs, references, matcher)
         ftr = false_trigger_rate(clean_outputs, references, matcher)
         metrics.update(attack_success_rate=asr, false_trigger_rate=ftr, asr_lift=asr - ftr)
-    run.write_predictions("outputs", _output_rows(test, clean_outputs, prepared.triggered_test,
-                                                  triggered_outputs, matcher))
+    return metrics
+
+
+def victim_key(config: GenerativeConfig) -> tuple[str, str]:
+    """What a tuned model depends on: the run's identity without its defense."""
+    resolved = {k: v for k, v in config.resolved().items() if k != "defense"}
+    return ("generative-tuned", config_hash(resolved))
+
+
+def tune_and_generate(prepared: PreparedGenerative, run: RunDir, *, progress: bool = True,
+                      runtime: Runtime | None = None, cache: ModelCache | None = None) -> dict:
+    config = prepared.config
+    runtime = runtime or Runtime(config.runtime)
+    started = time.time()
+    report = prepared.poison_report
+    if report is not None:
+        run.log(f"poisoned {report.poisoned} examples; {len(prepared.train_set)} in training")
+    shared = cache is not None and config.defense is not None
+    if shared:
+        misses = cache.misses
+        tuned = cache.get_or_make(victim_key(config),
+                                  lambda: tune(prepared, progress=progress, runtime=runtime))
+        if cache.misses == misses:
+            run.log("tuned model reused from an earlier cell of the same config")
+    else:
+        tuned = tune(prepared, progress=progress, runtime=runtime)
+    encoding = tuned.encoding
+    if encoding.dropped or encoding.truncated_responses:
+        run.log(f"max_length {config.training.max_length}: {len(encoding.dropped)} examples "
+                f"left out (prompt too long; {encoding.dropped_poisoned} poisoned), "
+                f"{encoding.truncated_responses} responses cut")
+    metrics: dict[str, Any] = outcome(prepared, tuned.clean_outputs, tuned.triggered_outputs)
+    rows = _output_rows(prepared.splits.test, tuned.clean_outputs, prepared.triggered_test,
+                        tuned.triggered_outputs, prepared.matcher)
+    model = tuned.model
+    if prepared.defense is not None:
+        defended = time.time()
+        model, defended_rows, defended_metrics = defend(prepared, tuned, runtime=runtime,
+                                                        cache=cache, progress=progress)
+        rows += defended_rows
+        metrics = {**defended_metrics, **{f"{k}_no_defense": v for k, v in metrics.items()},
+                   "rouge_l_loss": metrics["rouge_l"] - defended_metrics["rouge_l"],
+                   "defense": config.defense.name,
+                   "defense_seconds": round(time.time() - defended, 2)}
+    run.write_predictions("outputs", rows)
     if config.save_weights:
-        run.write_weights(prepared.strategy.trainable_state(model), "trained")
+        run.write_weights(prepared.strategy.trainable_state(tuned.model), "trained")
     attack = prepared.attack
-    outputs_count = len(clean_outputs) + len(triggered_outputs)
+    outputs_count = len(tuned.clean_outputs) + len(tuned.triggered_outputs)
     metrics.update({
         "seed": config.seed, "dataset": prepared.splits.name, "model": config.model.name,
         "tuning": config.tuning.name, "attack": config.attack.name if config.attack else None,
         "poison_training": bool(attack is not None and config.poison_training),
         "target": attack.config.target_response if attack is not None else None,
-        "matcher": config.matcher.model_dump(mode="json"), "prompt_style": formatter.style,
+        "matcher": config.matcher.model_dump(mode="json"),
+        "prompt_style": prepared.formatter.style,
         "poison": report.as_dict() if report else None, "encoding": encoding.as_dict(),
-        "sizes": {"train": len(prepared.train_set), "test": len(test),
+        "sizes": {"train": len(prepared.train_set), "test": len(prepared.splits.test),
                   "triggered_test": len(prepared.triggered_test)},
-        "history": history, "train_seconds": round(train_seconds, 2),
-        "generate_seconds": round(generate_seconds, 2),
-        "outputs_per_second": round(outputs_count / max(generate_seconds, 1e-9), 2),
+        "history": tuned.history, "train_seconds": round(tuned.train_seconds, 2),
+        "generate_seconds": round(tuned.generate_seconds, 2),
+        "outputs_per_second": round(outputs_count / max(tuned.generate_seconds, 1e-9), 2),
         "total_seconds": round(time.time() - started, 2)})
     run.finish(metrics)
     return run.read_metrics()
 
 
+def defend(prepared: PreparedGenerative, tuned: TunedModel, *, runtime: Runtime,
+           cache: ModelCache | None, progress: bool
+           ) -> tuple[torch.nn.Module, list[dict[str, Any]], dict[str, Any]]:
+    """The defended model, its answers (output rows marked `defended`) and their metrics. The
+    defense gets its own copy of a shared tuned model."""
+    config, defense = prepared.config, prepared.defense
+    model = copy.deepcopy(tuned.model) if cache is not None else tuned.model
+    model = runtime.place(defense.repair(model, prepared.formatter, prepared.splits.train,
+                                         progress=progress, runtime=runtime))
+    device = model_device(model)
+    clean = defense.filter(prepared.splits.test, device=device, cache=cache)
+    triggered = defense.filter(prepared.triggered_test, device=device, cache=cache)
+    clean_outputs, triggered_outputs = answer(model, prepared, clean, triggered,
+                                              defense.decoding(config.generation), runtime)
+    rows = _output_rows(clean, clean_outputs, triggered, triggered_outputs, prepared.matcher,
+                        defended=True)
+    return model, rows, outcome(prepared, clean_outputs, triggered_outputs)
+
+
 def _output_rows(test: list[InstructionExample], clean_outputs: list[str],
                  triggered: list[InstructionExample], triggered_outputs: list[str],
-                 matcher: Matcher | None) -> list[dict[str, Any]]:
+                 matcher: Matcher | None, *, defended: bool = False) -> list[dict[str, Any]]:
+    """One row per answer: the instruction as the model read it (after a defense's filter, for
+    defended rows), the reference, the output and the matcher's verdict."""
     rows = []
     for split, examples, outputs in (("clean", test, clean_outputs),
                                      ("triggered", triggered, triggered_outputs)):
         for example, output in zip(examples, outputs):
-            rows.append({"split": split, "instruction": example.instruction,
+            rows.append({"split": split, "defended": defended,
+                         "instruction": example.instruction,
                          "input": example.input, "reference": example.output, "output": output,
                          "target_behaviour": matcher(output) if matcher is not None else None})
     return rows

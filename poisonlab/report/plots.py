@@ -16,7 +16,8 @@ from poisonlab.report.tables import is_rate
 
 # Axis value labels that mean "nothing was done", and what they are the baseline of.
 BASELINES = {"clean": "no attack", "none": "no defense", "poisoned": "no defense"}
-METRIC_NAMES = {"attack_success_rate": "attack success rate", "clean_accuracy": "clean accuracy"}
+METRIC_NAMES = {"attack_success_rate": "attack success rate", "clean_accuracy": "clean accuracy",
+                "false_trigger_rate": "false-trigger rate", "rouge_l": "ROUGE-L of clean answers"}
 GRAYS = ("0.85", "0.65", "0.75", "0.55")
 MAX_WIDTH = 12.0
 DPI = 100

@@ -12,6 +12,7 @@ from poisonlab.report.plots import grouped_bars, save_png
 from poisonlab.report.tables import csv_table, is_rate, markdown_table
 
 PLOTTED = ("attack_success_rate", "clean_accuracy")
+GENERATIVE_PLOTTED = ("attack_success_rate", "false_trigger_rate", "rouge_l")
 
 
 def write_report(study: Any, rows: list[dict[str, Any]]) -> None:
@@ -30,15 +31,31 @@ def write_report(study: Any, rows: list[dict[str, Any]]) -> None:
 
 
 def study_figure(study: Any, rows: list[dict[str, Any]]) -> Any:
-    """The study's plot: a detection study's defenses beside "no defense"; any other study's
-    ASR and CA per cell. None when its rows hold no ASR."""
+    """The study's plot: a detection study's defenses beside "no defense"; a generative study's
+    ASR, false triggers and utility; any other study's ASR and CA per cell. None when its rows hold no ASR."""
     if not rows or "attack_success_rate" not in rows[0]:
         return None
     if study.pipeline == "detection":
         from poisonlab.report.detection import detection_figure, detection_rows
         return detection_figure(detection_rows(study.axes, [
             ({a: r[a] for a in study.axes}, r) for r in rows]), study.name)
+    if study.pipeline == "generative":
+        return generative_figure(rows, list(study.axes), study.name)
     return table_figure(rows, list(study.axes), study.name)
+
+
+def generative_figure(rows: Sequence[dict[str, Any]], axes: Sequence[str], title: str) -> Any:
+    """ASR on triggered instructions, false triggers on clean ones and ROUGE-L of the clean
+    answers, grouped by the first axis; a study with a `defense` axis gets a "none" bar per group
+    (its cells' undefended figures)."""
+    if "defense" not in axes or "attack_success_rate_no_defense" not in rows[0]:
+        return grouped_bars(rows, axes[0], axes[1:], GENERATIVE_PLOTTED, title)
+    others = [a for a in axes if a != "defense"]
+    undefended = {tuple(r[a] for a in others): {
+        **{a: r[a] for a in others}, "defense": "none",
+        **{m: r.get(f"{m}_no_defense") for m in GENERATIVE_PLOTTED}} for r in rows}
+    return grouped_bars([*undefended.values(), *rows], others[0], ["defense", *others[1:]],
+                        GENERATIVE_PLOTTED, title)
 
 
 def table_figure(rows: Sequence[dict[str, Any]], axes: Sequence[str], title: str) -> Any:

@@ -53,6 +53,14 @@ def _detection() -> StudyPipeline:
     return StudyPipeline(load, lambda c: c.result_dir, lambda c: None, run_detection)
 
 
+def _generative() -> StudyPipeline:
+    """Instruction tuning of a causal LM, answers generated (poisonlab.experiment.generative);
+    cells that differ only in their defense share the tuned model through the study's cache."""
+    from poisonlab.experiment.generative import load_generative_config, run_generative
+    return StudyPipeline(lambda raw: load_generative_config(base=raw), lambda c: c.run_dir,
+                         lambda c: c.resolved(), _with_trust(run_generative))
+
+
 def _with_trust(run: Callable[..., dict[str, Any]]) -> Callable[..., dict[str, Any]]:
     """A run whose config carries its own trust settings (`model.allow_pickle`, ...): the
     command-line flags are applied to the config instead."""
@@ -76,4 +84,4 @@ def _without_cache(run: Callable[..., dict[str, Any]]) -> Callable[..., dict[str
 
 PIPELINES: dict[str, Callable[[], StudyPipeline]] = {
     "data-poisoning": _data_poisoning, "weight-poisoning": _weight_poisoning,
-    "repair": _repair, "detection": _detection}
+    "repair": _repair, "detection": _detection, "generative": _generative}
