@@ -4,7 +4,7 @@ import pytest
 
 from poisonlab.data import DataConfig, load_dataset
 from poisonlab.data.files import read_examples
-from poisonlab.errors import DataError
+from poisonlab.errors import DataError, PoisonlabError
 
 
 def write(path, lines):
@@ -67,6 +67,71 @@ def test_label_outside_label_set_and_empty_split(tmp_path):
 def test_unknown_dataset_name():
     with pytest.raises(DataError, match="unknown data set 'nosuchset'"):
         load_dataset("nosuchset")
+
+
+def _fake_hub(monkeypatch, repositories):
+    """datasets.load_dataset answering for `repositories` ({(path, config): label names}) and
+    raising the Hub's not-found error for anything else; records every call."""
+    import datasets
+    from datasets.exceptions import DatasetNotFoundError
+    calls = []
+
+    def load(path, name=None):
+        calls.append((path, name))
+        if (path, name) not in repositories:
+            raise DatasetNotFoundError(f"Dataset '{path}' doesn't exist on the Hub")
+        labels = datasets.ClassLabel(names=repositories[path, name])
+        features = datasets.Features({"sentence": datasets.Value("string"), "label": labels})
+        split = lambda n, hidden=False: datasets.Dataset.from_dict(
+            {"sentence": [f"{path} text {i}" for i in range(n)],
+             "label": [-1 if hidden else i % 2 for i in range(n)]}, features=features)
+        return datasets.DatasetDict({"train": split(8), "validation": split(4),
+                                     "test": split(4, hidden=True)})
+    monkeypatch.setattr(datasets, "load_dataset", load)
+    return calls
+
+
+@pytest.mark.parametrize("name, calls", [
+    ("stanfordnlp/sst2", [("stanfordnlp/sst2", None)]),
+    ("glue/sst2", [("glue/sst2", None), ("glue", "sst2")]),
+    ("nyu-mll/glue/sst2", [("nyu-mll/glue", "sst2")]),
+])
+def test_hub_names_with_an_org_a_config_or_both(monkeypatch, name, calls):
+    """`org/name` is a Hub repository; `name/config` (glue/sst2) is tried as one first."""
+    made = _fake_hub(monkeypatch, {("stanfordnlp/sst2", None): ["negative", "positive"],
+                                   ("glue", "sst2"): ["negative", "positive"],
+                                   ("nyu-mll/glue", "sst2"): ["negative", "positive"]})
+    dataset = load_dataset(DataConfig(name=name))
+    assert made == calls
+    assert dataset.name == name and dataset.source == f"hub:{name}"
+    assert dataset.label_names == ["negative", "positive"]
+    # the hidden (-1) test labels make the validation split the test split
+    assert (len(dataset.train), len(dataset.dev), len(dataset.test)) == (8, 4, 4)
+    assert dataset.test == dataset.dev
+
+
+def test_a_hub_name_the_hub_does_not_have_names_the_repository(monkeypatch):
+    _fake_hub(monkeypatch, {})
+    with pytest.raises(PoisonlabError, match="cannot load Hub data set 'someorg/nothing': the "
+                                             "Hub has no data set 'someorg'"):
+        load_dataset("someorg/nothing")
+
+
+def test_a_hub_name_offline_says_it_needs_the_network():
+    """Here HF_HUB_OFFLINE is set (tests/conftest.py): the error says so, in one line."""
+    with pytest.raises(PoisonlabError) as caught:
+        load_dataset("stanfordnlp/sst2")
+    message = str(caught.value)
+    assert message.startswith("cannot load Hub data set 'stanfordnlp/sst2': a Hub name needs "
+                              "the network and HF_HUB_OFFLINE is set")
+    assert "\n" not in message
+
+
+@pytest.mark.parametrize("name", ["nosuch/file.jsonl", "./nosuch/folder", "/nosuch/folder",
+                                  "a/b/c/d"])
+def test_paths_that_do_not_exist_are_not_taken_for_hub_names(name):
+    with pytest.raises(DataError, match="unknown data set"):
+        load_dataset(name)
 
 
 def test_movie_snippets_is_binarised_and_split_deterministically():

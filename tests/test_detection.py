@@ -307,6 +307,14 @@ def test_defend_cli_on_a_run_folder_and_a_detection_study(synthetic_dir, tmp_pat
     assert (tmp_path / "defenses" / "defense" / "histogram.png").stat().st_size > 1000
     assert main(["defend", str(run.run_dir), "--defense", "nope", "--quiet",
                  "--output-dir", str(tmp_path / "d2")]) == 2
+    # ONION only purifies by default: no threshold, printed as such beside the calibrated one
+    capsys.readouterr()
+    assert main(["defend", str(run.run_dir), "--defense", "onion", "--name", "onion",
+                 "--set", "defense.language_model=tiny-llama", "--set", "data.test_size=8",
+                 "--set", "data.dev_size=8", "--output-dir", str(tmp_path / "defenses"),
+                 "--quiet"]) == 0
+    printed = capsys.readouterr().out
+    assert "| onion | none (purify only) |" in printed and " (calibrated) |" in printed, printed
 
     study = StudyConfig(name="detect", pipeline="detection", output_dir=str(tmp_path / "studies"),
                         base={"victim": str(run.run_dir)},

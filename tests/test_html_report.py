@@ -170,15 +170,67 @@ def test_the_committed_results_render(tmp_path):
         check_page(page, table.parent)
 
 
-def test_the_page_renders_in_a_headless_browser(studies, tmp_path):
+# appended to a copy of a page: after loading, the title says how many images the browser
+# decoded and how many body rows each table has
+PROBE = ("<script>window.addEventListener('load', () => {"
+         "const images = [...document.images];"
+         "const decoded = images.filter(i => i.complete && i.naturalWidth > 0).length;"
+         "const rows = [...document.querySelectorAll('table[data-source]')].map(t => "
+         "t.dataset.source + '=' + t.querySelectorAll('tr:has(td)').length);"
+         "document.title = `decoded ${decoded} of ${images.length}; ${rows.join(' ')}`;"
+         "});</script></body>")
+
+
+@pytest.mark.parametrize("study", ["tiny-victims", "tiny-detect"])
+def test_the_page_renders_in_a_headless_browser(studies, tmp_path, study):
+    """Chromium draws the page, decodes every image and shows every table's CSV rows."""
     browser = shutil.which("chromium") or shutil.which("chromium-browser")
     if browser is None:
         pytest.skip("no chromium for a headless screenshot")
-    page = studies / "out" / "tiny-victims" / "report.html"
-    if not page.exists():
-        assert main(["report", str(studies / "out" / "tiny-victims")]) == 0
+    folder = studies / "out" / study
+    page = tmp_path / f"{study}.html"
+    assert main(["report", str(folder), "-o", str(page)]) == 0
+    headless = [browser, "--headless", "--no-sandbox", "--disable-gpu"]
     shot = tmp_path / "page.png"
-    subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu",
-                    f"--screenshot={shot}", "--window-size=1200,1600", page.as_uri()],
+    subprocess.run([*headless, f"--screenshot={shot}", "--window-size=1200,1600", page.as_uri()],
                    check=True, capture_output=True, timeout=120)
-    assert shot.read_bytes().startswith(PNG_SIGNATURE)
+    from PIL import Image
+    with Image.open(shot) as image:
+        assert len(image.convert("L").getcolors(256 * 256) or []) > 16  # drawn, not blank
+    probe = tmp_path / f"{study}.probe.html"
+    probe.write_text(page.read_text(encoding="utf-8").replace("</body>", PROBE),
+                     encoding="utf-8")
+    dom = subprocess.run([*headless, "--dump-dom", "--virtual-time-budget=5000", probe.as_uri()],
+                         check=True, capture_output=True, text=True, timeout=120).stdout
+    images = len(parse(page).images)
+    title = dom.split("<title>", 1)[1].split("</title>", 1)[0]
+    assert images >= 1 and title.startswith(f"decoded {images} of {images};"), title
+    with (folder / "table.csv").open(encoding="utf-8", newline="") as handle:
+        rows = len(list(csv.reader(handle))) - 1
+    assert f"table.csv={rows}" in title.split(), title
+
+
+def test_a_score_histogram_reads_at_a_glance(studies):
+    """Shares of each split (one scale), the score's meaning on the x axis, each threshold
+    named with its FRR and FAR, and one legend for clean, poisoned and the threshold lines."""
+    import json
+
+    from poisonlab.report.detection import histogram_grid_figure, histogram_panels
+    folder = studies / "out" / "tiny-detect" / "cells" / "strip__badnet"
+    metrics = json.loads((folder / "metrics.json").read_text(encoding="utf-8"))
+    (panel,) = histogram_panels([folder, folder.with_name("unfinished")])
+    assert panel.meaning == "minus the mean prediction entropy over the perturbed copies"
+    assert panel.thresholds == {"calibrated": (metrics["threshold"], (
+        metrics["false_rejection_rate"], metrics["false_acceptance_rate"]))}
+    fig = histogram_grid_figure([panel, panel])
+    ax = fig.axes[0]
+    assert panel.meaning in fig._supxlabel.get_text()
+    assert fig._supylabel.get_text() == "share of the split's test inputs (%)"
+    clean = [p.get_height() for p in ax.patches[:len(ax.patches) // 2]]
+    assert sum(clean) == pytest.approx(100)  # a split's bars add up to 100 %
+    note = ax.texts[0].get_text()
+    assert f"FRR {metrics['false_rejection_rate']:.1%}" in note and "clean n=20" in note
+    assert [t.get_text() for t in fig.legends[0].texts] == [
+        "clean test inputs", "poisoned test inputs",
+        "calibrated threshold (set on clean held-out inputs)"]
+    assert fig.axes[1].get_ylim() == ax.get_ylim() and fig.get_size_inches()[0] <= 12

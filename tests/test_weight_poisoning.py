@@ -74,6 +74,23 @@ def test_released_backdoor_survives_clean_fine_tuning(data, clean_baseline, atta
     assert poisoned["head"] == "reuse" and poisoned["release_attack"] == attack
 
 
+def test_clean_twin_trains_the_same_recipe_without_the_trigger(data, clean_baseline):
+    """The twin release sees the proxy rows without any trigger, for as many steps, with the same
+    seed; its victim starts from a proxy-trained model, so its CA is comparable with the poisoned
+    victim's, and its ASR is the clean baseline's."""
+    twin = victim(data, "twin-proxy", weights="clean-twin")
+    poisoned = victim(data, "victim-proxy", tuning={"name": "full"})
+    twin_release = read_release(twin["release"])
+    poisoned_release = read_release(poisoned["release"])
+    assert twin_release.folder.name == poisoned_release.folder.name + "-clean-twin"
+    assert twin_release.record["clean_twin"] and twin_release.record["poison"]["poisoned"] == 0
+    assert twin_release.record["proxy"]["train"] == poisoned_release.record["proxy"]["train"]
+    assert twin_release.record["proxy_test_metrics"]["attack_success_rate"] < 0.3
+    assert twin["head"] == "reuse" and twin["clean_accuracy"] > 0.8
+    assert twin["attack_success_rate"] < clean_baseline["attack_success_rate"] + 0.2
+    assert poisoned["attack_success_rate"] > twin["attack_success_rate"] + 0.5
+
+
 def test_embedding_poisoning_changes_only_the_trigger_rows(data, tmp_path):
     spec = poison_spec(data, "embedding")
     spec.update(clean_epochs=0, release_name="rows-only")

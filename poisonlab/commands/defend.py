@@ -6,10 +6,18 @@ figure of the score histograms of several result folders."""
 from __future__ import annotations
 
 import argparse
+import math
 
 from poisonlab.commands.options import RegistryHelp, add_trust_options, trust_options
 from poisonlab.defenses.base import DETECTORS
 from poisonlab.config import read_yaml, set_dotted
+
+
+def _threshold_text(threshold: float | None) -> str:
+    """A threshold as printed; none for a detector that only purifies (ONION's default)."""
+    if threshold is None or not math.isfinite(threshold):
+        return "none (purify only)"
+    return f"{threshold:.4g}"
 
 
 def _defend(args: argparse.Namespace) -> int:
@@ -33,10 +41,10 @@ def _defend(args: argparse.Namespace) -> int:
     columns = ["defense", "clean_accuracy_no_defense", "attack_success_rate_no_defense",
                "clean_accuracy", "attack_success_rate", "false_rejection_rate",
                "false_acceptance_rate", "auroc"]
-    rows = [{**metrics, "threshold": f"{metrics['threshold']:.4g}"}]
+    rows = [{**metrics, "threshold": _threshold_text(metrics["threshold"])}]
     if "threshold_calibrated" in metrics:  # the same detector at a dev-calibrated threshold
         rows.append({"defense": metrics["defense"], "threshold":
-                     f"{metrics['threshold_calibrated']:.4g} (calibrated)",
+                     f"{_threshold_text(metrics['threshold_calibrated'])} (calibrated)",
                      **{k: metrics.get(f"{k}_calibrated", metrics.get(k)) for k in columns[1:]}})
     print(markdown_table(rows, ["defense", "threshold", *columns[1:]], percent=columns[1:]))
     histogram_grid_of([config.result_dir], config.result_dir / "histogram.png")

@@ -1,7 +1,8 @@
 """`load_dataset(config)`: one entry point for every data source, with validation and subsampling.
 
 Resolution of `name`: builtin (`movie-snippets`, `trec4`) -> research set in the data directory (`sst2`,
-`imdb`, `cr`, `cola`, `olid`) -> local file or folder -> Hub name (`glue/sst2`, online only)."""
+`imdb`, `cr`, `cola`, `olid`) -> local file or folder -> Hub name (`stanfordnlp/sst2`,
+`glue/sst2`; online or from the local Hub cache)."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from poisonlab.config import StrictConfig
 from poisonlab.data.builtin import movie_snippets, trec4
 from poisonlab.data.example import DatasetSplits, Example
 from poisonlab.data.files import FORMATS, read_examples
-from poisonlab.data.hub import hub_dataset
+from poisonlab.data.hub import hub_dataset, is_hub_name
 from poisonlab.data.research import RESEARCH_SETS, research_set
 from poisonlab.errors import DataError
 
@@ -136,13 +137,14 @@ def load_dataset(config: DataConfig | str) -> DatasetSplits:
     elif Path(name).exists():
         local = True
         dataset = _local(Path(name), cfg)
-    elif "/" in name and not name.startswith((".", "/")) and not Path(name).suffix:
+    elif is_hub_name(name):
         hub = True
         dataset = hub_dataset(name, label_field=cfg.label_field)
     else:
         known = ", ".join([*BUILTIN_SETS, *RESEARCH_SETS])
         raise DataError(f"unknown data set '{name}': not a builtin/research name ({known}), "
-                        "an existing file or folder, or a Hub name like glue/sst2")
+                        "an existing file or folder, or a Hub name (org/name such as "
+                        "stanfordnlp/sst2, org/name/config, or name/config such as glue/sst2)")
     if cfg.label_names is not None:
         dataset.label_names = list(cfg.label_names)
     names_given = cfg.label_names is not None

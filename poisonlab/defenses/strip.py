@@ -27,6 +27,7 @@ from pydantic import Field
 from poisonlab.data import Example
 from poisonlab.defenses.base import DETECTORS, Detector, DetectorConfig, SuspectModel
 from poisonlab.models.cache import ModelCache
+from poisonlab.training import predict_logits
 
 
 class StripConfig(DetectorConfig):
@@ -76,5 +77,10 @@ class Strip(Detector):
                   for text, row in zip(texts, donors) for d in row]
         if not copies:
             return np.zeros(0)
-        logits = self.suspect_.predict_logits(copies)
+        # the copies-fold pass over every input is STRIP's slow step: it gets the bar
+        suspect = self.suspect_
+        logits = predict_logits(suspect.victim, suspect.tokenizer, copies,
+                                batch_size=suspect.batch_size, max_length=suspect.max_length,
+                                runtime=suspect.runtime, progress=self.progress_,
+                                description="strip")
         return -entropy(logits).reshape(len(texts), c.copies).mean(1)

@@ -18,7 +18,7 @@ from poisonlab.models.loading import (AttnImplementation, DeviceMapOption, Dtype
                                       QuantizationName)
 from poisonlab.registry import ComponentSpec, component_field
 from poisonlab.runtime import RuntimeConfig
-from poisonlab.training import TrainingConfig
+from poisonlab.training import RunTrainingConfig
 from poisonlab.tuning import TUNING_STRATEGIES
 
 
@@ -94,7 +94,7 @@ class RunConfig(JobConfig):
                           "tuning: {name: bki|cube, <field>: <value>}; null: train on all of it")
     tuning: component_field(TUNING_STRATEGIES) = Field(
         default_factory=lambda: TUNING_STRATEGIES.spec("full"))
-    training: TrainingConfig = Field(default_factory=TrainingConfig)
+    training: RunTrainingConfig = Field(default_factory=RunTrainingConfig)
     eval_every_epoch: bool = Field(True, description="log CA and ASR after every epoch")
     save_weights: bool = Field(True, description="save the trained tensors as safetensors")
     runtime: RuntimeConfig = Field(

@@ -38,7 +38,8 @@ from poisonlab.runtime import Runtime, RuntimeConfig, model_device
 from poisonlab.training.causal_lm import train_causal_lm
 from poisonlab.training.generation import GenerationConfig, generate
 from poisonlab.training.prompt_format import EncodingReport, PromptConfig, PromptFormatter
-from poisonlab.training.trainer import TrainingConfig
+from poisonlab.training.tracking import Tracking, check_trackers
+from poisonlab.training.trainer import RunTrainingConfig
 from poisonlab.tuning import TUNING_STRATEGIES
 
 
@@ -73,8 +74,12 @@ def build_matcher(config: MatcherConfig, target: str, target_response: str) -> M
     return keyword_matcher(keywords)
 
 
-def default_training() -> TrainingConfig:
-    return TrainingConfig(epochs=3, batch_size=8, learning_rate=2e-4, max_length=256)
+# what a run's experiment trackers get at its end
+FINAL_METRICS = ("attack_success_rate", "false_trigger_rate", "rouge_l", "token_f1")
+
+
+def default_training() -> RunTrainingConfig:
+    return RunTrainingConfig(epochs=3, batch_size=8, learning_rate=2e-4, max_length=256)
 
 
 class GenerativeConfig(JobConfig):
@@ -92,7 +97,7 @@ class GenerativeConfig(JobConfig):
     prompt: PromptConfig = Field(default_factory=PromptConfig)
     tuning: component_field(TUNING_STRATEGIES) = Field(
         default_factory=lambda: TUNING_STRATEGIES.spec("lora"))
-    training: TrainingConfig = Field(default_factory=default_training)
+    training: RunTrainingConfig = Field(default_factory=default_training)
     generation: GenerationConfig = Field(default_factory=GenerationConfig)
     matcher: MatcherConfig = Field(default_factory=MatcherConfig)
     defense: component_field(GENERATIVE_DEFENSES) | None = Field(
@@ -143,6 +148,7 @@ class PreparedGenerative:
 
 def prepare_generative(config: GenerativeConfig) -> PreparedGenerative:
     strategy = config.tuning.build()
+    check_trackers(config.training.report_to)
     check_trainable(config.model, config.tuning.name)
     check_model_source(config.model.name, **config.model.load_options())
     splits = load_instruction_data(config.data)
@@ -191,7 +197,8 @@ class TunedModel:
     generate_seconds: float
 
 
-def tune(prepared: PreparedGenerative, *, progress: bool, runtime: Runtime) -> TunedModel:
+def tune(prepared: PreparedGenerative, *, progress: bool, runtime: Runtime,
+         tracking: Tracking | None = None) -> TunedModel:
     """Tune the prepared model on its (poisoned) training set, then answer the clean and the
     triggered test instructions."""
     config, formatter = prepared.config, prepared.formatter
@@ -200,24 +207,26 @@ def tune(prepared: PreparedGenerative, *, progress: bool, runtime: Runtime) -> T
     model = runtime.place(prepared.strategy.apply(prepared.loaded))
     history, encoding = train_causal_lm(model, formatter, prepared.train_set, config.training,
                                         progress=progress, description=config.name,
-                                        runtime=runtime)
+                                        runtime=runtime, tracking=tracking)
     train_seconds = time.time() - started
     generated = time.time()
     clean, triggered = answer(model, prepared, prepared.splits.test, prepared.triggered_test,
-                              config.generation, runtime)
+                              config.generation, runtime, progress=progress)
     return TunedModel(model, history, encoding, train_seconds, clean, triggered,
                       time.time() - generated)
 
 
 def answer(model: torch.nn.Module, prepared: PreparedGenerative,
            clean: list[InstructionExample], triggered: list[InstructionExample],
-           generation: GenerationConfig, runtime: Runtime) -> tuple[list[str], list[str]]:
+           generation: GenerationConfig, runtime: Runtime, *, progress: bool = False
+           ) -> tuple[list[str], list[str]]:
     """The model's answers to the clean and the triggered test instructions."""
     formatter, tokenizer = prepared.formatter, prepared.loaded.tokenizer
 
     def run(examples: list[InstructionExample]) -> list[str]:
         return generate(model, tokenizer, formatter.encode_prompts(examples), generation,
-                        stop_ids=formatter.stop_ids, runtime=runtime) if examples else []
+                        stop_ids=formatter.stop_ids, runtime=runtime,
+                        progress=progress) if examples else []
     return run(clean), run(triggered)
 
 
@@ -243,6 +252,20 @@ def victim_key(config: GenerativeConfig) -> tuple[str, str]:
     return ("generative-tuned", config_hash(resolved))
 
 
+def tuned_model(prepared: PreparedGenerative, run: RunDir, cache: ModelCache | None, *,
+                progress: bool, runtime: Runtime, tracking: Tracking) -> TunedModel:
+    """The tuned model of this run: from the cache when a cell of the same config (another
+    defense) tuned it already, else tuned now."""
+    if cache is None or prepared.config.defense is None:
+        return tune(prepared, progress=progress, runtime=runtime, tracking=tracking)
+    misses = cache.misses
+    tuned = cache.get_or_make(victim_key(prepared.config), lambda: tune(
+        prepared, progress=progress, runtime=runtime, tracking=tracking))
+    if cache.misses == misses:
+        run.log("tuned model reused from an earlier cell of the same config")
+    return tuned
+
+
 def tune_and_generate(prepared: PreparedGenerative, run: RunDir, *, progress: bool = True,
                       runtime: Runtime | None = None, cache: ModelCache | None = None) -> dict:
     config = prepared.config
@@ -251,33 +274,33 @@ def tune_and_generate(prepared: PreparedGenerative, run: RunDir, *, progress: bo
     report = prepared.poison_report
     if report is not None:
         run.log(f"poisoned {report.poisoned} examples; {len(prepared.train_set)} in training")
-    shared = cache is not None and config.defense is not None
-    if shared:
-        misses = cache.misses
-        tuned = cache.get_or_make(victim_key(config),
-                                  lambda: tune(prepared, progress=progress, runtime=runtime))
-        if cache.misses == misses:
-            run.log("tuned model reused from an earlier cell of the same config")
-    else:
-        tuned = tune(prepared, progress=progress, runtime=runtime)
-    encoding = tuned.encoding
-    if encoding.dropped or encoding.truncated_responses:
-        run.log(f"max_length {config.training.max_length}: {len(encoding.dropped)} examples "
-                f"left out (prompt too long; {encoding.dropped_poisoned} poisoned), "
-                f"{encoding.truncated_responses} responses cut")
-    metrics: dict[str, Any] = outcome(prepared, tuned.clean_outputs, tuned.triggered_outputs)
-    rows = _output_rows(prepared.splits.test, tuned.clean_outputs, prepared.triggered_test,
-                        tuned.triggered_outputs, prepared.matcher)
-    model = tuned.model
-    if prepared.defense is not None:
-        defended = time.time()
-        model, defended_rows, defended_metrics = defend(prepared, tuned, runtime=runtime,
-                                                        cache=cache, progress=progress)
-        rows += defended_rows
-        metrics = {**defended_metrics, **{f"{k}_no_defense": v for k, v in metrics.items()},
-                   "rouge_l_loss": metrics["rouge_l"] - defended_metrics["rouge_l"],
-                   "defense": config.defense.name,
-                   "defense_seconds": round(time.time() - defended, 2)}
+    tc = config.training
+    tracking = (Tracking.open(tc.report_to, run_name=config.name, folder=run.path,
+                              config=config.resolved())
+                if tc.report_to and run.writes else Tracking())
+    with tracking:
+        tuned = tuned_model(prepared, run, cache, progress=progress, runtime=runtime,
+                            tracking=tracking)
+        encoding = tuned.encoding
+        if encoding.dropped or encoding.truncated_responses:
+            run.log(f"max_length {tc.max_length}: {len(encoding.dropped)} examples left out "
+                    f"(prompt too long; {encoding.dropped_poisoned} poisoned), "
+                    f"{encoding.truncated_responses} responses cut")
+        metrics: dict[str, Any] = outcome(prepared, tuned.clean_outputs,
+                                          tuned.triggered_outputs)
+        rows = _output_rows(prepared.splits.test, tuned.clean_outputs, prepared.triggered_test,
+                            tuned.triggered_outputs, prepared.matcher)
+        if prepared.defense is not None:
+            defended = time.time()
+            defended_rows, defended_metrics = defend(prepared, tuned, runtime=runtime,
+                                                     cache=cache, progress=progress)
+            rows += defended_rows
+            metrics = {**defended_metrics,
+                       **{f"{k}_no_defense": v for k, v in metrics.items()},
+                       "rouge_l_loss": metrics["rouge_l"] - defended_metrics["rouge_l"],
+                       "defense": config.defense.name,
+                       "defense_seconds": round(time.time() - defended, 2)}
+        tracking.log({f"final/{key}": metrics[key] for key in FINAL_METRICS})
     run.write_predictions("outputs", rows)
     if config.save_weights:
         run.write_weights(prepared.strategy.trainable_state(tuned.model), "trained")
@@ -303,8 +326,8 @@ def tune_and_generate(prepared: PreparedGenerative, run: RunDir, *, progress: bo
 
 def defend(prepared: PreparedGenerative, tuned: TunedModel, *, runtime: Runtime,
            cache: ModelCache | None, progress: bool
-           ) -> tuple[torch.nn.Module, list[dict[str, Any]], dict[str, Any]]:
-    """The defended model, its answers (output rows marked `defended`) and their metrics. The
+           ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """The defended model's answers (output rows marked `defended`) and their metrics. The
     defense gets its own copy of a shared tuned model."""
     config, defense = prepared.config, prepared.defense
     model = copy.deepcopy(tuned.model) if cache is not None else tuned.model
@@ -314,10 +337,11 @@ def defend(prepared: PreparedGenerative, tuned: TunedModel, *, runtime: Runtime,
     clean = defense.filter(prepared.splits.test, device=device, cache=cache)
     triggered = defense.filter(prepared.triggered_test, device=device, cache=cache)
     clean_outputs, triggered_outputs = answer(model, prepared, clean, triggered,
-                                              defense.decoding(config.generation), runtime)
+                                              defense.decoding(config.generation), runtime,
+                                              progress=progress)
     rows = _output_rows(clean, clean_outputs, triggered, triggered_outputs, prepared.matcher,
                         defended=True)
-    return model, rows, outcome(prepared, clean_outputs, triggered_outputs)
+    return rows, outcome(prepared, clean_outputs, triggered_outputs)
 
 
 def _output_rows(test: list[InstructionExample], clean_outputs: list[str],

@@ -22,13 +22,15 @@ class EvaluationSets:
 
 
 def evaluate(model: torch.nn.Module, tokenizer: Any, sets: EvaluationSets, num_labels: int, *,
-             batch_size: int = 64, max_length: int = 128,
-             runtime: Runtime | None = None) -> tuple[dict[str, Any], dict]:
+             batch_size: int = 64, max_length: int = 128, runtime: Runtime | None = None,
+             progress: bool = False) -> tuple[dict[str, Any], dict]:
     """CA on the clean test set, ASR on the poisoned one; returns metrics and raw predictions.
-    With a multi-process `runtime` every process scores a shard and gets every prediction."""
+    With a multi-process `runtime` every process scores a shard and gets every prediction.
+    `progress`: a bar per test set."""
+    options = {"batch_size": batch_size, "max_length": max_length, "runtime": runtime,
+               "progress": progress}
     clean_pred = predict_logits(model, tokenizer, [e.text for e in sets.clean_test],
-                                batch_size=batch_size, max_length=max_length,
-                                runtime=runtime).argmax(-1)
+                                description="evaluate clean", **options).argmax(-1)
     gold = [e.label for e in sets.clean_test]
     metrics: dict[str, Any] = {
         "clean_accuracy": clean_accuracy(clean_pred, gold),
@@ -36,8 +38,7 @@ def evaluate(model: torch.nn.Module, tokenizer: Any, sets: EvaluationSets, num_l
     predictions = {"clean": clean_pred}
     if sets.target_label is not None and sets.poisoned_test:
         poisoned_pred = predict_logits(model, tokenizer, [e.text for e in sets.poisoned_test],
-                                       batch_size=batch_size, max_length=max_length,
-                                       runtime=runtime).argmax(-1)
+                                       description="evaluate triggered", **options).argmax(-1)
         metrics["attack_success_rate"] = attack_success_rate(
             poisoned_pred, [e.label for e in sets.poisoned_test], sets.target_label)
         predictions["poisoned"] = poisoned_pred

@@ -32,6 +32,7 @@ from poisonlab.models.loading import (check_model_source, check_trainable,
                                       prepare_quantized_for_training)
 from poisonlab.runtime import Runtime
 from poisonlab.training import train_classifier
+from poisonlab.training.tracking import Tracking, check_trackers
 
 
 def build_attack(config: RunConfig, dataset: DatasetSplits) -> DataPoisoningAttack | None:
@@ -60,6 +61,7 @@ def prepare_run(config: RunConfig) -> PreparedRun:
     """Load the data, build and apply the attack, load the model: every user error a run can
     hit before training."""
     strategy = config.tuning.build()
+    check_trackers(config.training.report_to)
     check_trainable(config.model, config.tuning.name)
     check_model_source(config.model.name, **config.model.load_options())
     dataset = load_dataset(config.data)
@@ -145,7 +147,7 @@ def train_and_measure(prepared: PreparedRun, run: RunDir, *, progress: bool = Tr
     model = runtime.place(prepared.strategy.apply(loaded))
     tc = config.training
     eval_kwargs = {"batch_size": tc.eval_batch_size, "max_length": tc.max_length,
-                   "runtime": runtime}
+                   "runtime": runtime, "progress": progress}
     last: dict[str, Any] = {"epoch": 0, "seconds": 0.0}  # the latest evaluation, and its time
 
     def on_epoch_end(epoch: int, loss: float) -> dict[str, float]:
@@ -162,14 +164,21 @@ def train_and_measure(prepared: PreparedRun, run: RunDir, *, progress: bool = Tr
                 + (f" ASR {asr:.4f}" if asr is not None else ""))
         return {"clean_accuracy": metrics["clean_accuracy"], "attack_success_rate": asr}
 
-    train_started = time.time()
-    history = train_classifier(model, loaded.tokenizer, train_set, tc, on_epoch_end=on_epoch_end,
-                               progress=progress, description=config.name, runtime=runtime)
-    train_seconds = time.time() - train_started - last["seconds"]
-    # the model has not changed since the last epoch's evaluation: it is the final one
-    metrics, predictions = (last["result"] if last["epoch"] == tc.epochs else
-                            evaluate(model, loaded.tokenizer, sets, dataset.num_labels,
-                                     **eval_kwargs))
+    tracking = (Tracking.open(tc.report_to, run_name=config.name, folder=run.path,
+                              config=config.resolved())
+                if tc.report_to and run.writes else Tracking())
+    with tracking:
+        train_started = time.time()
+        history = train_classifier(model, loaded.tokenizer, train_set, tc,
+                                   on_epoch_end=on_epoch_end, progress=progress,
+                                   description=config.name, runtime=runtime, tracking=tracking)
+        train_seconds = time.time() - train_started - last["seconds"]
+        # the model has not changed since the last epoch's evaluation: it is the final one
+        metrics, predictions = (last["result"] if last["epoch"] == tc.epochs else
+                                evaluate(model, loaded.tokenizer, sets, dataset.num_labels,
+                                         **eval_kwargs))
+        tracking.log({f"final/{key}": metrics[key]
+                      for key in ("clean_accuracy", "attack_success_rate")})
     _write_predictions(run, sets, predictions)
     if config.save_weights:
         run.write_weights(prepared.strategy.trainable_state(model), "trained")

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import torch
 
+from poisonlab.attacks.base import PoisonReport
 from poisonlab.attacks.weight_base import (RELEASE_RECORD, Release, WeightPoisoningAttack,
                                            fit_to_length, read_release)
 from poisonlab.data import load_dataset
@@ -25,13 +26,18 @@ from poisonlab.runtime import Runtime
 
 def release(attack: WeightPoisoningAttack, parent: str | Path = "released", *,
             force: bool = False, progress: bool = True, allow_pickle: bool = False,
-            trust_remote_code: bool = False, runtime: Runtime | None = None) -> Release:
+            trust_remote_code: bool = False, runtime: Runtime | None = None,
+            clean_twin: bool = False) -> Release:
     """Poison the base model and write the release folder (an existing release of the same
     config is reused; one of another config is refused unless `force`). Trust settings apply to
-    loading the base model and come from the caller."""
+    loading the base model and come from the caller. `clean_twin`: the same recipe (proxy data,
+    steps, seed) with no trigger inserted, the control whose CA a poisoned release's victims are
+    compared with; its trigger is still recorded and measured."""
     cfg = attack.config
-    slot = RunSlot(Path(parent) / attack.folder_name(), attack.resolved(), kind="release",
-                   seed=cfg.seed, marker=RELEASE_RECORD, runtime=runtime)
+    name = attack.folder_name() + ("-clean-twin" if clean_twin else "")
+    identity = {**attack.resolved(), **({"clean_twin": True} if clean_twin else {})}
+    slot = RunSlot(Path(parent) / name, identity, kind="release", seed=cfg.seed,
+                   marker=RELEASE_RECORD, runtime=runtime)
     if slot.reusable(force) is not None:
         return read_release(slot.path)
     started = time.time()
@@ -48,6 +54,8 @@ def release(attack: WeightPoisoningAttack, parent: str | Path = "released", *,
     train = fit_to_length(dataset.train, loaded.tokenizer, room)
     test = fit_to_length(dataset.test, loaded.tokenizer, room)
     poisoned_train, report = trigger.poison(train)
+    if clean_twin:
+        poisoned_train, report = train, PoisonReport(0, 0, report.candidates)
     poisoned_test, misses = trigger.poisoned_test(test)
     if runtime is not None:
         runtime.place(loaded.model)
@@ -58,9 +66,11 @@ def release(attack: WeightPoisoningAttack, parent: str | Path = "released", *,
         sets = EvaluationSets(test, poisoned_test, trigger.config.target_label)
         metrics, _ = evaluate(loaded.model, loaded.tokenizer, sets, dataset.num_labels,
                               batch_size=cfg.training.eval_batch_size,
-                              max_length=cfg.training.max_length, runtime=runtime)
+                              max_length=cfg.training.max_length, runtime=runtime,
+                              progress=progress)
         record = {
-            "attack": attack.name, "config": cfg.model_dump(mode="json"),
+            "attack": attack.name, "clean_twin": clean_twin,
+            "config": cfg.model_dump(mode="json"),
             "trigger": cfg.trigger.dump(), "target_label": trigger.config.target_label,
             "base_model": cfg.base_model,
             "proxy": {"name": dataset.name, "label_names": dataset.label_names,

@@ -183,7 +183,8 @@ def run_repair_cell(raw: dict[str, Any] | RepairCellConfig, *, force: bool = Fal
                 run.write_weights(repaired.trained_state, "repaired")
         repair_seconds = time.time() - started
         metrics, predictions = evaluate(model, tokenizer, sets, dataset.num_labels,
-                                        **cell.evaluation.model_dump(), runtime=runtime)
+                                        **cell.evaluation.model_dump(), runtime=runtime,
+                                        progress=progress)
         metrics["flip_rate"] = _flip_rate(sets, predictions)
         run.log(f"CA {metrics['clean_accuracy']:.4f} ASR {metrics['attack_success_rate']}")
         metrics.update({

@@ -50,7 +50,11 @@ METRICS = "metrics.json"
 NOT_PART_OF_IDENTITY = ("name", "output_dir")
 # Fields added to nested sections after run folders were written, with the default that every
 # older run used: at that value they are not part of a run's identity (wherever they occur).
-LATER_FIELDS: dict[str, Any] = {"group_by_length": False, "aggregation": "log-mean-prob"}
+LATER_FIELDS: dict[str, Any] = {"group_by_length": False, "aggregation": "log-mean-prob",
+                                "tokenization": "whole", "test_sampling": "random"}
+# Fields that say where a run also reports, not what it computes: never part of its identity
+# (wherever they occur), so turning a tracker on for a finished study reuses its cells.
+REPORTING_FIELDS = ("report_to",)
 
 
 class StaleRunError(PoisonlabError):
@@ -62,9 +66,11 @@ class RunLockedError(PoisonlabError):
 
 
 def _drop_nulls(value: Any) -> Any:
-    """Without null fields, and without later fields at their default (`LATER_FIELDS`)."""
+    """Without null fields, reporting fields, and later fields at their default
+    (`LATER_FIELDS`)."""
     if isinstance(value, dict):
         return {k: _drop_nulls(v) for k, v in value.items() if v is not None
+                and k not in REPORTING_FIELDS
                 and not (k in LATER_FIELDS and v == LATER_FIELDS[k])}
     return value
 

@@ -11,7 +11,9 @@ and defenses take it as input. Task head (`head`):
   release's label i; otherwise fresh. The run log and `metrics.json` say which head and why;
 - `reuse` / `fresh`: force it (a fresh head loads the release's `backbone/` copy, head removed).
 `weights: clean` is the baseline: the same downstream training on the attack's unpoisoned base
-model, with the same trigger on the test set. The `runtime:` section runs the release (when this
+model, with the same trigger on the test set; `weights: clean-twin` is the fair one for CA: the
+attack's own recipe (proxy data, steps, seed) with no trigger inserted, so the twin victim, like
+the poisoned one, starts from a model tuned on the proxy task. The `runtime:` section runs the release (when this
 victim makes it) and the downstream training."""
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from poisonlab.experiment.rundir import RunSlot
 from poisonlab.io import write_json
 from poisonlab.registry import component_field
 from poisonlab.runtime import Runtime, RuntimeConfig
-from poisonlab.training import TrainingConfig
+from poisonlab.training import RunTrainingConfig
 from poisonlab.tuning import TUNING_STRATEGIES
 
 VICTIM_RECORD = "victim.json"
@@ -46,15 +48,18 @@ class VictimConfig(JobConfig):
     released: str | None = Field(None, description="an existing released folder (instead of "
                                                    "poison)")
     release_dir: str = Field("released", description="parent folder of releases made by poison")
-    weights: Literal["poisoned", "clean"] = Field(
-        "poisoned", description="clean: the unpoisoned base model (baseline), same trigger")
+    weights: Literal["poisoned", "clean", "clean-twin"] = Field(
+        "poisoned", description="clean: the unpoisoned base model (baseline), same trigger; "
+                                "clean-twin: the attack's recipe run on its clean proxy rows "
+                                "(same data, steps and seed, no trigger), the baseline whose CA "
+                                "is comparable with the poisoned release's")
     head: Literal["auto", "reuse", "fresh"] = Field(
         "auto", description="auto: reuse the released head when the labels mean the same "
                             "(same names, or unnamed labels and as many classes)")
     data: DataConfig = Field(description="the victim's downstream (clean) data")
     tuning: component_field(TUNING_STRATEGIES) = Field(
         default_factory=lambda: TUNING_STRATEGIES.spec("full"))
-    training: TrainingConfig = Field(default_factory=TrainingConfig)
+    training: RunTrainingConfig = Field(default_factory=RunTrainingConfig)
     eval_every_epoch: bool = Field(False, description="log CA and ASR after every epoch")
     save_weights: bool = Field(True, description="save the trained tensors (restore_run needs "
                                                  "them)")
@@ -69,8 +74,9 @@ class VictimConfig(JobConfig):
         if (self.poison is None) == (self.released is None):
             raise ValueError("set exactly one of 'poison' (an attack to release) and 'released' "
                              "(a released folder)")
-        if self.weights == "clean" and self.poison is None:
-            raise ValueError("weights: clean needs 'poison' (its base model and trigger)")
+        if self.weights != "poisoned" and self.poison is None:
+            raise ValueError(f"weights: {self.weights} needs 'poison' (its base model, recipe "
+                             "and trigger)")
         derive_seeds(self.seed, [self.data, self.training, self.tuning])
         return self
 
@@ -123,7 +129,8 @@ def run_victim(config: VictimConfig, *, force: bool = False, progress: bool = Tr
         release = (read_release(config.released) if config.released else
                    release_weights(config.poison.build(), config.release_dir, progress=progress,
                                    allow_pickle=allow_pickle,
-                                   trust_remote_code=trust_remote_code, runtime=runtime))
+                                   trust_remote_code=trust_remote_code, runtime=runtime,
+                                   clean_twin=config.weights == "clean-twin"))
         trigger = release.trigger
     model_name, head, why = victim_model(config, release, label_names)
     record = {"weights": config.weights, "head": head, "head_reason": why,

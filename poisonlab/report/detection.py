@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -19,41 +20,110 @@ def load_scores(result_dir: str | Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line]
 
 
-def _draw_histogram(ax: Any, rows: Sequence[dict[str, Any]], thresholds: dict[str, float],
-                    title: str) -> None:
-    clean = [r["score"] for r in rows if r["split"] == "clean"]
-    poisoned = [r["score"] for r in rows if r["split"] == "poisoned"]
-    values = np.asarray(clean + poisoned, dtype=float)
-    bins = np.linspace(values.min(), values.max() + 1e-9, 31) if len(values) else 10
-    ax.hist(clean, bins=bins, alpha=0.6, label=f"clean (n={len(clean)})", color="tab:blue")
-    ax.hist(poisoned, bins=bins, alpha=0.6, label=f"poisoned (n={len(poisoned)})",
-            color="tab:red")
-    for (name, threshold), style in zip(thresholds.items(), ("--", ":")):
+@dataclass
+class HistogramPanel:
+    """One detection result as a histogram: its title, scores.jsonl rows, what its score
+    measures, and each threshold with its (FRR, FAR), when recorded."""
+
+    title: str
+    rows: list[dict[str, Any]]
+    meaning: str
+    thresholds: dict[str, tuple[float | None, tuple[float, float] | None]]
+
+
+def score_meaning(defense: str | None) -> str:
+    """What a defense's score measures, from its `score` docstring (the one definition), e.g.
+    "maximum class probability of the PSIM module"; "detector score" when unknown."""
+    from poisonlab.defenses.base import DETECTORS
+    if defense not in DETECTORS.names():
+        return "detector score"
+    doc = (DETECTORS.entry(defense).component.score.__doc__ or "").strip()
+    sentence = re.split(r"\.\s|\s\(|\n\n", doc)[0].rstrip(".").replace("\n", " ")
+    sentence = re.sub(r"\s+", " ", sentence)
+    return sentence[:1].lower() + sentence[1:] if sentence else "detector score"
+
+
+THRESHOLD_STYLES = {"fixed": "--", "calibrated": ":"}
+SPLIT_COLORS = {"clean": "tab:blue", "poisoned": "tab:red"}
+
+
+def _panel_note(panel: HistogramPanel) -> str:
+    """Each split's size and each threshold with its FRR and FAR: a panel's numbers at a
+    glance (the line styles are in the figure legend)."""
+    sizes = ", ".join(f"{split} n={sum(r['split'] == split for r in panel.rows)}"
+                      for split in SPLIT_COLORS)
+    lines = [sizes]
+    for name, (threshold, rates) in panel.thresholds.items():
+        if threshold is None or not np.isfinite(threshold):
+            lines.append(f"{name}: none (purify only)")
+        else:
+            line = f"{name} {threshold:.3g}"
+            lines.append(line if rates is None else
+                         f"{line}: FRR {rates[0]:.1%}, FAR {rates[1]:.1%}")
+    return "\n".join(lines)
+
+
+def _draw_histogram(ax: Any, panel: HistogramPanel, bins: Any) -> None:
+    """Each split's share of its inputs per score bin (clean and poisoned sets differ in size,
+    so shares, not counts, compare them), and the thresholds."""
+    for split, color in SPLIT_COLORS.items():
+        scores = [r["score"] for r in panel.rows if r["split"] == split]
+        if scores:
+            ax.hist(scores, bins=bins, weights=np.full(len(scores), 100 / len(scores)),
+                    alpha=0.55, color=color)
+    for name, (threshold, _) in panel.thresholds.items():
         if threshold is not None and np.isfinite(threshold):
-            ax.axvline(threshold, color="black", linestyle=style,
-                       label=f"{name} {threshold:.3g}")
-    ax.set_title(title, fontsize=9)
-    ax.set_xlabel("detector score (higher = more suspicious)", fontsize=8)
-    ax.set_ylabel("test inputs (count)", fontsize=8)
-    ax.legend(fontsize=7)
+            ax.axvline(threshold, color="black", linestyle=THRESHOLD_STYLES[name],
+                       linewidth=1.4)
+    ax.set_title(panel.title)
+    ax.grid(axis="y", color="0.9")
+    ax.text(0.02, 0.97, _panel_note(panel), transform=ax.transAxes, va="top", fontsize=7,
+            bbox={"facecolor": "white", "edgecolor": "0.8", "alpha": 0.85})
 
 
-def histogram_grid_figure(panels: Sequence[tuple[str, Sequence[dict[str, Any]],
-                                                 dict[str, float]]], columns: int = 4) -> Any:
-    """One histogram panel per (title, score rows, thresholds)."""
+def histogram_grid_figure(panels: Sequence[HistogramPanel], columns: int = 4) -> Any:
+    """One histogram panel per detection result, on one score range and one 0-100 % scale,
+    with one legend for the figure."""
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch
+
     from poisonlab.report.plots import MAX_WIDTH, pyplot
     plt = pyplot()
     columns = min(columns, len(panels))
     lines = -(-len(panels) // columns)
-    size = (min(MAX_WIDTH, 3.6 * columns), 0.4 + 2.8 * lines)
-    fig, axes = plt.subplots(lines, columns, figsize=size, squeeze=False)
-    for ax, (title, rows, thresholds) in zip(axes.flat, panels):
-        _draw_histogram(ax, rows, thresholds, title)
+    width = min(MAX_WIDTH, max(3.2 * columns, 7.0))
+    size = (width, 1.6 + 0.75 * (width / columns) * lines)
+    fig, axes = plt.subplots(lines, columns, figsize=size, squeeze=False, sharex=True,
+                             sharey=True)
+    scores = np.asarray([r["score"] for p in panels for r in p.rows], dtype=float)
+    scores = scores[np.isfinite(scores)]
+    bins = np.linspace(scores.min(), scores.max() + 1e-9, 31) if len(scores) else 10
+    for ax, panel in zip(axes.flat, panels):
+        _draw_histogram(ax, panel, bins)
+    tallest = max(ax.get_ylim()[1] for ax in axes.flat)
+    axes[0, 0].set_ylim(0, min(100.0, tallest * 1.5))  # shared; room for each panel's note
     for ax in list(axes.flat)[len(panels):]:
         ax.axis("off")
-    fig.suptitle("Detector scores of clean and poisoned test inputs (vertical lines: thresholds)",
-                 fontsize=10)
-    fig.tight_layout()
+    meanings = " / ".join(dict.fromkeys(p.meaning for p in panels))
+    fig.supxlabel(f"score: {meanings} (higher = more suspicious)", fontsize=9)
+    fig.supylabel("share of the split's test inputs (%)", fontsize=9)
+    used = {name for p in panels for name, (value, _) in p.thresholds.items()
+            if value is not None and np.isfinite(value)}
+    handles = [Patch(color=color, alpha=0.55, label=f"{split} test inputs")
+               for split, color in SPLIT_COLORS.items()]
+    handles += [Line2D([], [], color="black", linestyle=style,
+                       label=f"{name} threshold" + (" (set on clean held-out inputs)"
+                                                    if name == "calibrated" else
+                                                    " (the defense's own)"))
+                for name, style in THRESHOLD_STYLES.items() if name in used]
+    legend_rows = 1 if width >= 10 else 2
+    header = 0.55 + 0.2 * legend_rows  # inches above the panels: title, then legend
+    fig.tight_layout(rect=(0, 0, 1, 1 - header / size[1]))
+    fig.suptitle("Detector scores of clean and poisoned test inputs; inputs above a threshold "
+                 "are rejected\n(FRR: clean inputs rejected; FAR: poisoned inputs accepted)",
+                 fontsize=10, y=1 - 0.05 / size[1], va="top")
+    fig.legend(handles=handles, loc="upper center", ncol=-(-len(handles) // legend_rows),
+               fontsize=8, bbox_to_anchor=(0.5, 1 - 0.5 / size[1]), frameon=False)
     return fig
 
 
@@ -64,18 +134,24 @@ def histogram_grid_of(result_dirs: Sequence[str | Path], path: str | Path) -> No
     save_png(histogram_grid_figure(histogram_panels(result_dirs)), path)
 
 
-def histogram_panels(result_dirs: Sequence[str | Path]
-                     ) -> list[tuple[str, list[dict[str, Any]], dict[str, float]]]:
-    """(title, scores, thresholds) of every finished result folder; none is an error."""
+def histogram_panels(result_dirs: Sequence[str | Path]) -> list[HistogramPanel]:
+    """A panel for every finished result folder; none is an error."""
     panels = []
     for folder in result_dirs:
         if not (Path(folder) / "metrics.json").exists():
             continue
         metrics = json.loads((Path(folder) / "metrics.json").read_text(encoding="utf-8"))
-        thresholds = {"threshold": metrics["threshold"]}
-        if "threshold_calibrated" in metrics:
-            thresholds["calibrated"] = metrics["threshold_calibrated"]
-        panels.append((Path(folder).name, load_scores(folder), thresholds))
+        fixed = (metrics.get("calibration") or {}).get("fixed", True)
+        thresholds = {}
+        for suffix, name in (("", "fixed" if fixed else "calibrated"),
+                             ("_calibrated", "calibrated")):
+            if f"threshold{suffix}" in metrics:
+                rates = (metrics.get(f"false_rejection_rate{suffix}"),
+                         metrics.get(f"false_acceptance_rate{suffix}"))
+                thresholds[name] = (metrics[f"threshold{suffix}"],
+                                    None if None in rates else rates)
+        panels.append(HistogramPanel(Path(folder).name, load_scores(folder),
+                                     score_meaning(metrics.get("defense")), thresholds))
     if not panels:
         raise ConfigError("no finished defense result folders to plot")
     return panels

@@ -2,8 +2,8 @@
 learning-rate schedule every training loop (classifiers and MNER) uses."""
 
 from poisonlab.training.schedule import linear_warmup_decay
-from poisonlab.training.trainer import (TrainingConfig, encode_texts, predict_logits,
-                                        predict_labels, train_classifier)
+from poisonlab.training.trainer import (RunTrainingConfig, TrainingConfig, encode_texts,
+                                        predict_logits, predict_labels, train_classifier)
 
-__all__ = ["TrainingConfig", "encode_texts", "linear_warmup_decay", "predict_logits",
-           "predict_labels", "train_classifier"]
+__all__ = ["RunTrainingConfig", "TrainingConfig", "encode_texts", "linear_warmup_decay",
+           "predict_logits", "predict_labels", "train_classifier"]

@@ -11,6 +11,7 @@ from poisonlab.data.instruction import InstructionExample
 from poisonlab.errors import ConfigError
 from poisonlab.runtime import Runtime
 from poisonlab.training.prompt_format import IGNORE_INDEX, EncodingReport, PromptFormatter
+from poisonlab.training.tracking import Tracking
 from poisonlab.training.trainer import (EpochHook, TrainingConfig, _pad_id, collate,
                                         train_batches)
 
@@ -31,7 +32,8 @@ def response_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> tor
 def train_causal_lm(model: torch.nn.Module, formatter: PromptFormatter,
                     examples: Sequence[InstructionExample], config: TrainingConfig, *,
                     on_epoch_end: EpochHook | None = None, progress: bool = True,
-                    description: str = "train", runtime: Runtime | None = None
+                    description: str = "train", runtime: Runtime | None = None,
+                    tracking: Tracking | None = None
                     ) -> tuple[list[dict[str, float]], EncodingReport]:
     """Tune `model` to answer each instruction with its output; returns the per-epoch logs and
     what fitting the examples into `config.max_length` tokens did (nothing is cut silently)."""
@@ -51,5 +53,5 @@ def train_causal_lm(model: torch.nn.Module, formatter: PromptFormatter,
 
     history = train_batches(model, [len(x) for x in encoded.input_ids], make_batch, config,
                             loss_fn=response_loss, on_epoch_end=on_epoch_end, progress=progress,
-                            description=description, runtime=runtime)
+                            description=description, runtime=runtime, tracking=tracking)
     return history, encoded.report

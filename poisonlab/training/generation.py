@@ -15,6 +15,7 @@ from typing import Any, Sequence
 
 import torch
 from pydantic import Field
+from tqdm.auto import tqdm
 
 from poisonlab.config import StrictConfig
 from poisonlab.runtime import Runtime, model_device
@@ -90,8 +91,9 @@ def generate_batch(model: torch.nn.Module, prompts: Sequence[Sequence[int]],
 
 def generate(model: torch.nn.Module, tokenizer: Any, prompts: Sequence[Sequence[int]],
              config: GenerationConfig, *, stop_ids: Sequence[int],
-             runtime: Runtime | None = None) -> list[str]:
-    """Decoded responses to token-id prompts, in input order (batches of similar length)."""
+             runtime: Runtime | None = None, progress: bool = False) -> list[str]:
+    """Decoded responses to token-id prompts, in input order (batches of similar length).
+    `progress`: a bar over the prompts, advanced batch by batch, gone when done."""
     if not prompts:
         return []
     model.eval()
@@ -99,14 +101,17 @@ def generate(model: torch.nn.Module, tokenizer: Any, prompts: Sequence[Sequence[
     order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
     autocast = runtime.autocast if runtime is not None else contextlib.nullcontext
     results: list[list[int]] = [[] for _ in prompts]
-    for number, start in enumerate(range(0, len(order), config.batch_size)):
-        index = order[start:start + config.batch_size]
-        generator = None
-        if config.temperature > 0:
-            generator = torch.Generator(model_device(model)).manual_seed(config.seed + number)
-        with autocast():
-            new = generate_batch(model, [prompts[i] for i in index], config, pad_id=pad_id,
-                                 stop_ids=stop_ids, generator=generator)
-        for i, tokens in zip(index, new):
-            results[i] = tokens
+    with tqdm(total=len(prompts), desc="generate", unit="prompt", disable=not progress,
+              leave=False) as bar:
+        for number, start in enumerate(range(0, len(order), config.batch_size)):
+            index = order[start:start + config.batch_size]
+            generator = None
+            if config.temperature > 0:
+                generator = torch.Generator(model_device(model)).manual_seed(config.seed + number)
+            with autocast():
+                new = generate_batch(model, [prompts[i] for i in index], config, pad_id=pad_id,
+                                     stop_ids=stop_ids, generator=generator)
+            for i, tokens in zip(index, new):
+                results[i] = tokens
+            bar.update(len(index))
     return tokenizer.batch_decode(results, skip_special_tokens=True)

@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import math
 import random
+import time
 from typing import Any, Callable, Sequence
 
 import numpy as np
@@ -36,6 +37,7 @@ from poisonlab.data.example import Example
 from poisonlab.errors import ConfigError
 from poisonlab.runtime import Runtime, model_device
 from poisonlab.training.schedule import linear_warmup_decay
+from poisonlab.training.tracking import TrackerName, Tracking
 
 LossFn = Callable[[torch.nn.Module, dict[str, torch.Tensor]], torch.Tensor]
 EpochHook = Callable[[int, float], dict[str, float] | None]
@@ -56,6 +58,18 @@ class TrainingConfig(StrictConfig):
                            "length within chunks of up to 50 batches, shuffle the batches "
                            "(as transformers' group_by_length)")
     seed: int = 0
+
+
+class RunTrainingConfig(TrainingConfig):
+    """The training of a run itself (train and victim jobs), which may also report to
+    experiment trackers; the trainings inside components (attacks, defenses) do not."""
+
+    report_to: list[TrackerName] = Field(
+        default_factory=list,
+        description="experiment trackers that also get the loss and learning rate per step "
+                    "and the final metrics: tensorboard (into <run folder>/tensorboard), wandb, "
+                    "mlflow; needs pip install 'poisonlab[tracking]'; the run folder stays the "
+                    "record")
 
 
 def encode_texts(tokenizer: Any, texts: Sequence[str], max_length: int) -> list[list[int]]:
@@ -86,8 +100,8 @@ def cross_entropy_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -
 def train_classifier(model: torch.nn.Module, tokenizer: Any, examples: Sequence[Example],
                      config: TrainingConfig, *, loss_fn: LossFn = cross_entropy_loss,
                      on_epoch_end: EpochHook | None = None, progress: bool = True,
-                     description: str = "train",
-                     runtime: Runtime | None = None) -> list[dict[str, float]]:
+                     description: str = "train", runtime: Runtime | None = None,
+                     tracking: Tracking | None = None) -> list[dict[str, float]]:
     """Train the parameters of `model` that require grad on labelled texts; returns per-epoch
     logs (see `train_batches`)."""
     if not examples:
@@ -103,20 +117,23 @@ def train_classifier(model: torch.nn.Module, tokenizer: Any, examples: Sequence[
 
     return train_batches(model, [len(x) for x in ids], make_batch, config, loss_fn=loss_fn,
                          on_epoch_end=on_epoch_end, progress=progress, description=description,
-                         runtime=runtime)
+                         runtime=runtime, tracking=tracking)
 
 
 def train_batches(model: torch.nn.Module, lengths: Sequence[int], make_batch: BatchFn,
                   config: TrainingConfig, *, loss_fn: LossFn,
                   on_epoch_end: EpochHook | None = None, progress: bool = True,
-                  description: str = "train",
-                  runtime: Runtime | None = None) -> list[dict[str, float]]:
+                  description: str = "train", runtime: Runtime | None = None,
+                  tracking: Tracking | None = None) -> list[dict[str, float]]:
     """The loop itself, for any kind of example: `lengths` (token counts, for group_by_length)
     says how many examples there are, `make_batch(indices)` builds a batch of them on the CPU
     (the loop adds `index` and moves it to the model's device). Trains the parameters of `model`
     that require grad; returns per-epoch logs (the loss is the mean over the epoch's optimizer
     steps of each step's mean loss, over all processes). `runtime`: precision, accumulation,
-    checkpointing and processes (see the module doc)."""
+    checkpointing and processes (see the module doc). `progress`: a bar over optimizer steps
+    that stays on screen and ends with the epochs, final loss and examples per second.
+    `tracking`: trackers that get each step's loss and learning rate (the main process's) and
+    each epoch's log."""
     if not lengths:
         raise ValueError("no training examples")
     count = len(lengths)
@@ -134,8 +151,11 @@ def train_batches(model: torch.nn.Module, lengths: Sequence[int], make_batch: Ba
     total = steps_per_epoch * config.epochs
     device = model_device(model)
     history = []
-    bar = tqdm(total=total, desc=description, disable=not progress or not plan.is_main,
-               leave=False)
+    bar = tqdm(total=total, desc=description, unit="step",
+               disable=not progress or not plan.is_main, leave=True)
+    step = 0
+    hook_seconds = 0.0  # time in on_epoch_end (evaluation), left out of examples per second
+    started = time.perf_counter()
     with plan.training(model, loss_fn, optimizer) as (compute, step_optimizer):
         scheduler = linear_warmup_decay(optimizer, int(config.warmup_ratio * total), total)
         for epoch in range(1, config.epochs + 1):
@@ -160,16 +180,30 @@ def train_batches(model: torch.nn.Module, lengths: Sequence[int], make_batch: Ba
                     step_loss += loss.item() * (weight / plan.processes)
                 if config.grad_clip:
                     plan.clip(params, config.grad_clip)
+                rate = scheduler.get_last_lr()[0]  # the learning rate this step uses
                 step_optimizer.step()
                 scheduler.step()
                 running += step_loss
+                step += 1
                 bar.update(1)
                 bar.set_postfix(epoch=epoch, loss=f"{step_loss * plan.processes:.3f}")
+                if tracking is not None:
+                    done = (first + len(group)) / len(batches)
+                    tracking.log({"train/loss": step_loss * plan.processes,
+                                  "train/learning_rate": rate,
+                                  "train/epoch": epoch - 1 + done}, step)
             log = {"epoch": epoch, "loss": plan.sum(running) / steps_per_epoch}
             model.eval()
             if on_epoch_end is not None:
+                hook_started = time.perf_counter()
                 log.update(on_epoch_end(epoch, log["loss"]) or {})
+                hook_seconds += time.perf_counter() - hook_started
             history.append(log)
+            if tracking is not None:
+                tracking.log({f"epoch/{key}": value for key, value in log.items()}, step)
+    seconds = max(time.perf_counter() - started - hook_seconds, 1e-9)
+    bar.set_postfix_str(f"{config.epochs} epochs, final loss {history[-1]['loss']:.4f}, "
+                        f"{count * config.epochs / seconds:.1f} examples/s", refresh=False)
     bar.close()
     model.eval()
     return history
@@ -333,10 +367,12 @@ def _contains(outer: torch.nn.Module, inner: torch.nn.Module) -> bool:
 @torch.no_grad()
 def predict_logits(model: torch.nn.Module, tokenizer: Any, texts: Sequence[str], *,
                    batch_size: int = 64, max_length: int = 128,
-                   runtime: Runtime | None = None) -> np.ndarray:
+                   runtime: Runtime | None = None, progress: bool = False,
+                   description: str = "predict") -> np.ndarray:
     """Logits for every text, batched in length order (little padding), returned in input order.
     With several processes each scores a contiguous shard of the length-sorted texts and every
-    process gets all the logits."""
+    process gets all the logits. `progress`: a bar over the texts (the main process's shard),
+    gone when done."""
     if len(texts) == 0:
         return np.zeros((0, 0), dtype=np.float32)
     model.eval()
@@ -346,15 +382,22 @@ def predict_logits(model: torch.nn.Module, tokenizer: Any, texts: Sequence[str],
     device = model_device(model)
     autocast = runtime.autocast if runtime is not None else contextlib.nullcontext
     if runtime is not None and runtime.distributed:
-        return _predict_sharded(model, ids, order, pad, batch_size, runtime)
+        return _predict_sharded(model, ids, order, pad, batch_size, runtime,
+                                progress and runtime.is_main_process, description)
     out: list[np.ndarray | None] = [None] * len(ids)
-    for index in length_batches(order, [len(x) for x in ids], batch_size):
-        with autocast():
-            logits = model(**to_device(collate([ids[i] for i in index], pad), device)).logits
-        logits = logits.float().cpu().numpy()
-        for row, i in enumerate(index):
-            out[i] = logits[row]
+    with _prediction_bar(len(order), description, progress) as bar:
+        for index in length_batches(order, [len(x) for x in ids], batch_size):
+            with autocast():
+                logits = model(**to_device(collate([ids[i] for i in index], pad), device)).logits
+            logits = logits.float().cpu().numpy()
+            for row, i in enumerate(index):
+                out[i] = logits[row]
+            bar.update(len(index))
     return np.stack(out)  # type: ignore[arg-type]
+
+
+def _prediction_bar(total: int, description: str, progress: bool) -> Any:
+    return tqdm(total=total, desc=description, unit="text", disable=not progress, leave=False)
 
 
 # the share of padding a prediction batch may hold, over its real tokens: sorted texts of a small
@@ -383,7 +426,8 @@ def length_batches(order: Sequence[int], lengths: Sequence[int],
 
 
 def _predict_sharded(model: torch.nn.Module, ids: list[list[int]], order: list[int], pad: int,
-                     batch_size: int, runtime: Runtime) -> np.ndarray:
+                     batch_size: int, runtime: Runtime, progress: bool,
+                     description: str) -> np.ndarray:
     """Every process scores `shard` texts (the last ones pad their shard by repeating a text, so
     the gather has equal sizes); the padding is dropped after the gather."""
     shard = math.ceil(len(order) / runtime.num_processes)
@@ -391,10 +435,12 @@ def _predict_sharded(model: torch.nn.Module, ids: list[list[int]], order: list[i
     mine += [order[-1]] * (shard - len(mine))
     device = model_device(model)
     rows = []
-    for index in length_batches(mine, [len(x) for x in ids], batch_size):
-        with runtime.autocast():
-            logits = model(**to_device(collate([ids[i] for i in index], pad), device)).logits
-        rows.append(logits.float())
+    with _prediction_bar(len(mine), description, progress) as bar:
+        for index in length_batches(mine, [len(x) for x in ids], batch_size):
+            with runtime.autocast():
+                logits = model(**to_device(collate([ids[i] for i in index], pad), device)).logits
+            rows.append(logits.float())
+            bar.update(len(index))
     gathered = runtime.gather(torch.cat(rows)).cpu().numpy()[:len(order)]
     out = np.empty_like(gathered)
     out[order] = gathered  # gathered row k is the k-th text in length order
