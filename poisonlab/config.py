@@ -112,3 +112,23 @@ def deep_merge(base: dict[str, Any], fragment: dict[str, Any]) -> dict[str, Any]
         else:
             merged[key] = copy.deepcopy(value)
     return merged
+
+
+# Fields added to nested sections after run folders were written, with the default that every
+# older run used: at that value they are not part of a run's identity (wherever they occur).
+LATER_FIELDS: dict[str, Any] = {"group_by_length": False, "aggregation": "log-mean-prob",
+                                "tokenization": "whole", "test_sampling": "random"}
+# Fields that say where a run also reports, not what it computes: never part of its identity
+# (wherever they occur), so turning a tracker on for a finished study reuses its cells.
+REPORTING_FIELDS = ("report_to",)
+
+
+def stable_identity(value: Any) -> Any:
+    """A config dump without null fields, reporting fields and later fields at their default
+    (`LATER_FIELDS`): what stays the same when poisonlab adds an optional field, so run folders
+    and released models keep their identity (and names) across versions."""
+    if isinstance(value, dict):
+        return {k: stable_identity(v) for k, v in value.items() if v is not None
+                and k not in REPORTING_FIELDS
+                and not (k in LATER_FIELDS and v == LATER_FIELDS[k])}
+    return value

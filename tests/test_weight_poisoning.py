@@ -1,6 +1,7 @@
 """Weight poisoning on tiny-bert: each attack survives a clean downstream fine-tune, embedding
 poisoning touches only the trigger rows, victims are restorable run folders, studies resume."""
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -12,6 +13,7 @@ from synthetic import synthetic_splits, write_jsonl_split
 from poisonlab.attacks.embedding import trigger_token_ids
 from poisonlab.attacks.weight_base import WEIGHT_ATTACKS, read_release
 from poisonlab.cli import main
+from poisonlab.config import stable_identity
 from poisonlab.experiment.release import release as release_weights
 from poisonlab.experiment.restore import restore_run
 from poisonlab.experiment.victim import load_victim_config, run_victim
@@ -89,6 +91,21 @@ def test_clean_twin_trains_the_same_recipe_without_the_trigger(data, clean_basel
     assert twin["head"] == "reuse" and twin["clean_accuracy"] > 0.8
     assert twin["attack_success_rate"] < clean_baseline["attack_success_rate"] + 0.2
     assert poisoned["attack_success_rate"] > twin["attack_success_rate"] + 0.5
+
+
+def test_release_name_ignores_a_later_field_at_its_old_default(data):
+    """A release made before `training.group_by_length` existed keeps its folder name (so it is
+    reused); setting the field to a new value names a new release."""
+    spec = poison_spec(data, "proxy")
+    name = spec.pop("name")
+    current = WEIGHT_ATTACKS.build(name, spec)
+    older = current.config.model_dump(mode="json")
+    del older["training"]["group_by_length"]
+    digest = hashlib.sha256(json.dumps(stable_identity(older), sort_keys=True).encode())
+    assert current.folder_name() == f"proxy-{digest.hexdigest()[:10]}"
+    grouped = WEIGHT_ATTACKS.build(name, {**spec, "training": {**TRAINING,
+                                                               "group_by_length": True}})
+    assert grouped.folder_name() != current.folder_name()
 
 
 def test_embedding_poisoning_changes_only_the_trigger_rows(data, tmp_path):

@@ -28,7 +28,7 @@ from typing import Any, ClassVar
 from pydantic import Field
 
 from poisonlab.attacks.base import DATA_ATTACKS, DataPoisoningAttack
-from poisonlab.config import RunName, StrictConfig
+from poisonlab.config import RunName, StrictConfig, stable_identity
 from poisonlab.data import DataConfig, Example
 from poisonlab.errors import PoisonlabError
 from poisonlab.models import LoadedModel
@@ -150,7 +150,8 @@ class WeightPoisoningAttack(ABC):
     def folder_name(self) -> str:
         if self.config.release_name:
             return self.config.release_name
-        spec = json.dumps(self.config.model_dump(mode="json"), sort_keys=True)
+        # the stable identity: a field poisonlab adds later does not rename existing releases
+        spec = json.dumps(stable_identity(self.config.model_dump(mode="json")), sort_keys=True)
         return f"{self.name}-{hashlib.sha256(spec.encode()).hexdigest()[:10]}"
 
     def trigger_attack(self) -> DataPoisoningAttack:

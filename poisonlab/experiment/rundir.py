@@ -42,37 +42,19 @@ from poisonlab import __version__
 from poisonlab.config import check_run_name
 from poisonlab.errors import ConfigError, PoisonlabError
 from poisonlab.io import atomic_write, json_safe, write_json, write_jsonl, write_text
+from poisonlab.config import stable_identity
 from poisonlab.metrics import DEFINITIONS_VERSION
 from poisonlab.runtime import Runtime, RuntimeConfig
 
 RUN_RECORD = "run.json"
 METRICS = "metrics.json"
 NOT_PART_OF_IDENTITY = ("name", "output_dir")
-# Fields added to nested sections after run folders were written, with the default that every
-# older run used: at that value they are not part of a run's identity (wherever they occur).
-LATER_FIELDS: dict[str, Any] = {"group_by_length": False, "aggregation": "log-mean-prob",
-                                "tokenization": "whole", "test_sampling": "random"}
-# Fields that say where a run also reports, not what it computes: never part of its identity
-# (wherever they occur), so turning a tracker on for a finished study reuses its cells.
-REPORTING_FIELDS = ("report_to",)
-
-
 class StaleRunError(PoisonlabError):
     """A finished run folder holds the result of a different config."""
 
 
 class RunLockedError(PoisonlabError):
     """Another process is writing the same run folder."""
-
-
-def _drop_nulls(value: Any) -> Any:
-    """Without null fields, reporting fields, and later fields at their default
-    (`LATER_FIELDS`)."""
-    if isinstance(value, dict):
-        return {k: _drop_nulls(v) for k, v in value.items() if v is not None
-                and k not in REPORTING_FIELDS
-                and not (k in LATER_FIELDS and v == LATER_FIELDS[k])}
-    return value
 
 
 def _drop_default_runtime(section: Any) -> Any:
@@ -92,7 +74,7 @@ def config_identity(resolved: dict[str, Any]) -> dict[str, Any]:
     identity = {k: v for k, v in resolved.items() if k not in NOT_PART_OF_IDENTITY}
     if "runtime" in identity:
         identity["runtime"] = _drop_default_runtime(identity["runtime"])
-    return _drop_nulls(identity)
+    return stable_identity(identity)
 
 
 def config_hash(resolved: dict[str, Any]) -> str:
@@ -106,7 +88,7 @@ def differing_fields(old: Any, new: Any, prefix: str = "") -> list[str]:
     """Dotted paths where two resolved configs differ, with both values."""
     if isinstance(old, dict) and isinstance(new, dict):
         old, new = (config_identity(old), config_identity(new)) if not prefix else (
-            _drop_nulls(old), _drop_nulls(new))
+            stable_identity(old), stable_identity(new))
         if "name" in old and "name" in new and old["name"] != new["name"]:
             return [f"{prefix}name {old['name']!r} -> {new['name']!r}"]  # another component
         out = []
