@@ -48,6 +48,10 @@ TUNING: dict[str, dict[str, Any]] = {
              "target_modules": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj",
                                 "down_proj"]},
     "prefix": {"num_virtual_tokens": 16},
+    "prompt": {"num_virtual_tokens": 16},
+    "ptuning": {"num_virtual_tokens": 16},
+    "adapter": {},
+    "ia3": {},
 }
 BASE = {"model": {"name": "tiny-llama"}, "prompt": {"style": "alpaca", "alpaca_preamble": False},
         "training": {"epochs": 6, "batch_size": 8, "learning_rate": 5e-3, "max_length": 64,
@@ -57,11 +61,26 @@ ATTACK = {"target": "negsentiment", "poison_rate": 1.0}  # the benchmark's mix: 
 FAR_ABOVE = 0.5     # ASR at least this much above the clean model's
 LOW_FALSE_TRIGGER = 0.2
 
+# Measured on tiny-llama; lora (every projection) and full change the attention itself.
+FROZEN_ATTENTION = ("tiny-llama is random with small weights: at the last prompt position its "
+                    "attention weighs every instruction token alike (within 13%) and its logits "
+                    "span about +-0.5; {strategy} leaves the attention projections {how}, which "
+                    "cannot single out the trigger (measured: ASR 0.00 with badnet{also})")
 MODEL_LIMITS = {
-    "prefix": "tiny-llama is random and frozen under prefix tuning: its attention never singles "
-              "out the trigger, so learned key/value prefixes cannot tie it to the target "
-              "(measured: ASR 0.00 for every attack, also from a backbone first tuned on the "
-              "clean task, at learning rates 3e-2 to 3e-1)",
+    "prefix": FROZEN_ATTENTION.format(
+        strategy="prefix tuning", how="frozen",
+        also="; every attack, also from a backbone first tuned on the clean task, at learning "
+             "rates 3e-2 to 3e-1"),
+    "prompt": FROZEN_ATTENTION.format(
+        strategy="prompt tuning", how="frozen",
+        also="; also at learning rate 3e-2, from a backbone first tuned on the clean task or "
+             "one with std-0.2 weights"),
+    "ptuning": FROZEN_ATTENTION.format(
+        strategy="p-tuning", how="frozen",
+        also="; also from a backbone first tuned on the clean task"),
+    "adapter": FROZEN_ATTENTION.format(strategy="a feed-forward adapter", how="frozen", also=""),
+    "ia3": FROZEN_ATTENTION.format(strategy="ia3", how="frozen up to a learned scale per channel",
+                                   also="; also at learning rate 5e-2"),
 }
 
 

@@ -334,7 +334,7 @@ def test_cli_malformed_row_exits_2_naming_file_line_field(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("override,expected", [
-    ("tuning=prompt", "cannot tune a generating language model"),
+    ("defense.name=prunning", "unknown generative defense 'prunning'"),
     ("attack.trigger_word=x", "unknown field 'trigger_word'"),
     ("attack.name=badnett", "unknown instruction attack 'badnett'"),
     ("prompt.style=markdown", "prompt.style"),

@@ -127,14 +127,6 @@ def test_temperature_samples_and_leaves_everything_else():
     assert (sampled.temperature, sampled.max_new_tokens, sampled.seed) == (0.7, 8, 3)
 
 
-def test_clean_finetune_refuses_a_strategy_that_cannot_generate():
-    able = [e.name for e in TUNING_STRATEGIES.entries() if not e.component.generates]
-    if not able:
-        pytest.skip("every tuning strategy generates")
-    with pytest.raises(ConfigError, match="cannot tune a generating"):
-        GENERATIVE_DEFENSES.build("finetune", {"tuning": {"name": able[0]}})
-
-
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("generative-defenses")

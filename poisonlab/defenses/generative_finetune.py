@@ -12,14 +12,14 @@ from __future__ import annotations
 from typing import Sequence
 
 import torch
-from pydantic import Field, field_validator
+from pydantic import Field
 
 from poisonlab.data.instruction import InstructionExample
 from poisonlab.defenses.generative_base import (GENERATIVE_DEFENSES, GenerativeDefense,
                                                 GenerativeDefenseConfig, plain_model)
 from poisonlab.defenses.repair_base import tuning_field
 from poisonlab.models import LoadedModel
-from poisonlab.registry import ComponentSpec, component_field
+from poisonlab.registry import component_field
 from poisonlab.runtime import Runtime
 from poisonlab.training.causal_lm import train_causal_lm
 from poisonlab.training.prompt_format import PromptFormatter
@@ -39,14 +39,6 @@ class CleanFinetuneConfig(GenerativeDefenseConfig):
         description="training settings of the clean fine-tuning")
     clean_size: int | None = Field(None, ge=1, description="clean rows the defender trains on; "
                                                            "null: every clean training row")
-
-    @field_validator("tuning")
-    @classmethod
-    def _generates(cls, spec: ComponentSpec) -> ComponentSpec:
-        if not spec.registry.entry(spec.name).component.generates:
-            raise ValueError(f"tuning strategy '{spec.name}' cannot tune a generating language "
-                             "model")
-        return spec
 
 
 @GENERATIVE_DEFENSES.register("finetune", CleanFinetuneConfig)

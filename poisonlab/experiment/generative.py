@@ -1,6 +1,7 @@
 """The generative (instruction-tuning) pipeline: load instruction data -> poison -> load a causal
-LM -> tune with a strategy that generates (full, lora, prefix) -> generate for the clean and the
-triggered test instructions -> ASR beside the false-trigger rate, and clean utility.
+LM -> tune with any strategy that generates -> generate for the clean and the triggered test
+instructions -> ASR beside the false-trigger rate, and clean utility -> optionally a defense
+(its weights, instructions or decoding) and the same measures again, beside the undefended ones.
 
 Job kind `generate`, through the run protocol: everything that can fail on bad input (config,
 data rows, attack, model source, prompt style) fails before the folder exists. The folder holds

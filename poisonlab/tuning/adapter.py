@@ -7,8 +7,12 @@ h + up(act(down(h))), before the residual connection and layer norm as in Houlsb
 zero, so the model starts unchanged. The adapter is registered as a child of the module it wraps,
 so it appears in the model's parameters and state dict under that module's name.
 
-Differences from the paper: the task head trains in full but layer norms stay frozen (Houlsby also
-trains them); feed-forward only by default (`attention: true` gives Houlsby's two per layer)."""
+Each adapter acts on one position at a time, so a causal language model generates with it as is
+(KV cache and padding included); its vocabulary head stays frozen.
+
+Differences from the paper: a classifier's task head trains in full but layer norms stay frozen
+(Houlsby also trains them); feed-forward only by default (`attention: true` gives Houlsby's two
+per layer)."""
 
 from __future__ import annotations
 
@@ -19,9 +23,8 @@ from pydantic import Field
 
 from poisonlab.config import StrictConfig
 from poisonlab.models import LoadedModel
-from poisonlab.models.architecture import (attention_output, ffn_block_output,
-                                           freeze_all_but_head, layer_submodule,
-                                           transformer_layers)
+from poisonlab.models.architecture import (attention_output, ffn_block_output, freeze_base,
+                                           layer_submodule, transformer_layers)
 from poisonlab.seeding import seeded
 from poisonlab.tuning.base import TUNING_STRATEGIES, TuningStrategy
 
@@ -66,11 +69,12 @@ class AdapterTuning(TuningStrategy):
     """Bottleneck adapters (Houlsby et al. 2019) after each layer's feed-forward output."""
 
     config: AdapterConfig
+    generates = True
 
     def apply(self, loaded: LoadedModel) -> torch.nn.Module:
         c = self.config
         model = loaded.model
-        freeze_all_but_head(model)
+        freeze_base(model)
         targets = [("ffn_module", c.ffn_module or ffn_block_output(model.config))]
         if c.attention:
             targets.append(("attention_module",

@@ -2,8 +2,10 @@
 
 Liu et al. 2022, "Few-Shot Parameter-Efficient Fine-Tuning is Better and Cheaper than In-Context
 Learning" (arXiv:2205.05638). Implemented with peft's IA3 tuner (vectors start at one, so the
-model starts unchanged); the task head trains in full. Default targets are peft's per
-architecture (BERT: key, value, output.dense; Llama: k_proj, v_proj, down_proj)."""
+model starts unchanged); a classifier's task head trains in full (peft's SEQ_CLS); a causal
+language model is wrapped as peft's CAUSAL_LM, its vocabulary head frozen, and generates with a KV
+cache as is (the rescaled keys and values are what the cache holds). Default targets are peft's
+per architecture (BERT: key, value, output.dense; Llama: k_proj, v_proj, down_proj)."""
 
 from __future__ import annotations
 
@@ -13,7 +15,7 @@ from pydantic import Field, model_validator
 from poisonlab.config import StrictConfig
 from poisonlab.models import LoadedModel
 from poisonlab.tuning.base import TUNING_STRATEGIES, TuningStrategy
-from poisonlab.tuning.peft_wrap import peft_classifier
+from poisonlab.tuning.peft_wrap import peft_classifier, peft_task_type
 
 
 class Ia3Config(StrictConfig):
@@ -36,11 +38,12 @@ class Ia3Tuning(TuningStrategy):
     """IA3 (Liu et al. 2022): learned rescaling of keys, values and FFN activations, via peft."""
 
     config: Ia3Config
+    generates = True
 
     def apply(self, loaded: LoadedModel) -> torch.nn.Module:
-        from peft import IA3Config, TaskType
+        from peft import IA3Config
         c = self.config
         # IA3 vectors start at one: nothing random to seed.
         return peft_classifier(loaded.model, IA3Config(
-            task_type=TaskType.SEQ_CLS, target_modules=c.target_modules,
+            task_type=peft_task_type(loaded.model), target_modules=c.target_modules,
             feedforward_modules=c.feedforward_modules), seed=0)

@@ -16,9 +16,8 @@ from pydantic import Field
 
 from poisonlab.config import StrictConfig
 from poisonlab.models import LoadedModel
-from poisonlab.models.architecture import has_task_head
 from poisonlab.tuning.base import TUNING_STRATEGIES, TuningStrategy
-from poisonlab.tuning.peft_wrap import peft_classifier
+from poisonlab.tuning.peft_wrap import peft_classifier, peft_task_type
 
 
 class LoraConfig(StrictConfig):
@@ -40,9 +39,8 @@ class LoraTuning(TuningStrategy):
     generates = True
 
     def apply(self, loaded: LoadedModel) -> torch.nn.Module:
-        from peft import LoraConfig as PeftLoraConfig, TaskType
+        from peft import LoraConfig as PeftLoraConfig
         c = self.config
-        task = TaskType.SEQ_CLS if has_task_head(loaded.model) else TaskType.CAUSAL_LM
         return peft_classifier(loaded.model, PeftLoraConfig(
-            task_type=task, r=c.r, lora_alpha=c.alpha, lora_dropout=c.dropout,
-            target_modules=c.target_modules, bias=c.bias), c.seed)
+            task_type=peft_task_type(loaded.model), r=c.r, lora_alpha=c.alpha,
+            lora_dropout=c.dropout, target_modules=c.target_modules, bias=c.bias), c.seed)
