@@ -1,7 +1,7 @@
 """ONION on instructions: remove the words whose deletion lowers a language model's perplexity
 the most before the suspect model reads the instruction (Qi et al. 2021, "ONION: A Simple and
-Effective Defense Against Textual Backdoor Attacks", EMNLP 2021; applied to instruction-tuned
-LLMs as an input-filtering baseline in BackdoorLLM, Li et al. 2024).
+Effective Defense Against Textual Backdoor Attacks", EMNLP 2021), applied to the instructions of
+a generative model.
 
 The scorer is the classification detector's (onion.py): leave-one-word-out perplexity under a
 separate causal LM (default SmolLM2-135M, the paper used GPT-2), batched with a shared-prefix KV
@@ -9,7 +9,7 @@ cache. The instruction and the input field are purified separately; nothing is r
 the paper's purification. A rare-word trigger (BadNet, MTBA) is the kind ONION was built for; a
 phrase may pass when its words fit the sentence, but a phrase placed before the instruction
 ("Discussing OpenAI") is still removed word by word (measured on SmolLM2: docs/results/generative/
-defenses.md).
+defenses.md)."""
 
 from __future__ import annotations
 
