@@ -12,7 +12,10 @@
   demonstrations). Flip rate: of the non-target inputs predicted correctly without the trigger,
   the share predicted as the target with it. Margin shift: with margin = target score - true
   class's score, the mean (over non-target inputs) of the trigger's margin change in the poisoned
-  context minus its margin change in the clean context.
+  context minus its margin change in the clean context. Trigger margin change: that mean change in
+  one context. Flip-rate lift = attacked flip rate - baseline flip rate. Natural error rate: among
+  clean inputs whose true label is not the target, the share predicted as the target (no trigger;
+  reported beside an ASR in the same context).
 - Training-set defenses (removing suspected poisoned training examples): removal precision =
   share of the removed examples that were poisoned; removal recall = share of the poisoned
   examples that were removed.
@@ -165,6 +168,32 @@ def margin_shift(attacked_clean: np.ndarray, attacked_triggered: np.ndarray,
     shift = (margin(attacked_triggered) - margin(attacked_clean)) - (
         margin(baseline_triggered) - margin(baseline_clean))
     return float(shift.mean())
+
+
+def natural_error_rate(predictions: Sequence[int], true_labels: Sequence[int],
+                       target_label: int) -> float:
+    """Share of clean non-target inputs predicted as the target: what an ASR in the same context
+    would be if the trigger did nothing. Same counting as `attack_success_rate`, on clean inputs."""
+    return attack_success_rate(predictions, true_labels, target_label)
+
+
+def flip_rate_lift(attacked_flip_rate: float, baseline_flip_rate: float) -> float:
+    """How much more often the trigger flips a correctly classified input in the poisoned context
+    than in the clean one."""
+    return float(attacked_flip_rate - baseline_flip_rate)
+
+
+def trigger_margin_change(clean: np.ndarray, triggered: np.ndarray, true_labels: Sequence[int],
+                          target_label: int) -> float:
+    """Mean over non-target inputs of the trigger's change of the target margin in one context
+    (`clean` and `triggered`: [N, classes] class log-scores of the same N inputs). The margin
+    shift is this change in the poisoned context minus it in the clean context."""
+    gold = np.asarray(true_labels)
+    keep = gold != target_label
+    if not keep.any():
+        return float("nan")
+    change = target_margin(triggered, gold, target_label) - target_margin(clean, gold, target_label)
+    return float(change[keep].mean())
 
 
 # ------------------------------------------------------------------------ generative attacks

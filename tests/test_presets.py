@@ -1,5 +1,6 @@
-"""The scale presets (studies/*_scale*.yaml, configs/icl/*opt*.yaml) and the accelerate configs
-(configs/accelerate/*.yaml) stay valid offline, and docs/runtime.md shows every preset's cells.
+"""The scale presets (studies/*_scale*.yaml, configs/icl/study_opt_*.yaml) and the accelerate
+configs (configs/accelerate/*.yaml) stay valid offline, and docs/runtime.md shows every preset's
+cells.
 
 Nothing here loads a model or data: a preset is checked the way `poisonlab study NAME --dry-run`
 checks it (every cell's config validated, upstream cells resolved), and Hub ids only have to be
@@ -16,7 +17,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs" / "runtime.md"
 STUDY_PRESETS = sorted((ROOT / "studies").glob("*_scale*.yaml"))
-ICL_PRESETS = sorted((ROOT / "configs" / "icl").glob("*opt*.yaml"))
+ICL_PRESETS = sorted((ROOT / "configs" / "icl").glob("study_opt_*.yaml"))
 ACCELERATE_CONFIGS = sorted((ROOT / "configs" / "accelerate").glob("*.yaml"))
 
 # What each preset must hold: cell count, and the models it names (the paper's).

@@ -18,13 +18,15 @@ from poisonlab.runtime import main_process
 
 def _run(args: argparse.Namespace) -> int:
     from poisonlab.experiment.icl import ICLExperiment, load_icl_config
+    from poisonlab.icl.evaluate import QUERY_TEMPLATE, VARIANTS
     config = load_icl_config(args.config, config_overrides(args))
     folder = Path(config.output_dir) / (args.name or Path(args.config).stem)
     metrics = ICLExperiment(config, progress=not args.quiet, **trust_options(args)).run(
         folder, force=args.force)
-    for variant in ("raw", "calibrated"):
-        values = metrics[variant]
-        print(f"{variant:>10}: " + ", ".join(f"{k} {v:.3f}" for k, v in values.items()))
+    for variant in (*VARIANTS, QUERY_TEMPLATE):
+        if variant in metrics:  # the query-template variant only where the attack rewords
+            print(f"{variant}: " + ", ".join(
+                f"{k} {'n/a' if v is None else f'{v:.3f}'}" for k, v in metrics[variant].items()))
     print(f"run folder: {folder}")
     return 0
 

@@ -1,11 +1,13 @@
 """Contextual calibration (Zhao et al. 2021, "Calibrate Before Use").
 
 The context's bias is measured on content-free inputs ("N/A", "[MASK]", the empty string) written
-with the clean template in the same context; each query's class probabilities are divided by that
-bias and renormalised. Difference from the paper: it takes softmax(W p) with W = diag(p_cf)^-1;
-we renormalise p / p_cf instead (same argmax; margins stay log-probability differences). The
-content-free inputs never carry the trigger: calibration is the defender's, who knows only the
-clean prompt, so it can remove a poisoned context's bias but not a trigger's effect."""
+as queries in the same context; each query's class probabilities are divided by that bias and
+renormalised. Difference from the paper: it takes softmax(W p) with W = diag(p_cf)^-1; we
+renormalise p / p_cf instead (same argmax; margins stay log-probability differences). The
+content-free inputs never carry a trigger sentence: calibration is the defender's. Which template
+they are written with is the evaluator's choice: the clean one (a defender who knows only the clean
+prompt), or each query's own (the attacked wording for a prompt attack's triggered queries, e.g.
+"N/A This sentence was"), which also removes that wording's own bias."""
 
 from __future__ import annotations
 
@@ -26,5 +28,6 @@ def content_free_bias(content_free_scores: np.ndarray) -> np.ndarray:
 
 
 def calibrate(class_scores: np.ndarray, bias: np.ndarray) -> np.ndarray:
-    """Calibrated log-probabilities: log of p / p_cf, renormalised."""
-    return normalize(normalize(class_scores) - bias[None, :])
+    """Calibrated log-probabilities: log of p / p_cf, renormalised. `bias` is one [classes]
+    vector for every row, or one per row ([N, classes])."""
+    return normalize(normalize(class_scores) - bias)

@@ -8,8 +8,16 @@ cache update concatenates the queries' own keys after them (the prefix cache its
 written). Queries are right-padded, positions continue after the prefix, and each score is read at
 the query's own last real token, so padding never reaches a real token. Plain path
 (`use_cache=False`): prefix and query are re-encoded together for every query; it exists to check
-the cached path and as the benchmark's baseline. Both see the same token ids: the prefix and each
-query are tokenized separately and concatenated (special tokens such as BOS only on the prefix).
+the cached path and as the benchmark's baseline. Both see the same token ids.
+
+Tokenization: a prefix is a sequence of pieces (one per demonstration) and so is a query (the
+template's words and the text). `whole` encodes the prefix as one string and each query as one
+string; `per-piece` encodes every piece on its own and concatenates the ids; `query-pieces` encodes
+the prefix as one string and each query piece on its own (OpenPrompt's wrapper on the ICLAttack
+scripts, whose demonstrations are one literal piece of the template). The prefix and the query
+are always encoded apart, so under `whole` the separator before the query can tokenize differently
+from the same separator between demonstrations (SmolLM2: "\n\n" is one token before the query and
+two between demonstrations). Special tokens such as BOS go on the first prefix piece only.
 
 Every tensor is created on the model's device (`model_device`); only the class scores come back
 to the host."""
@@ -17,7 +25,7 @@ to the host."""
 from __future__ import annotations
 
 import copy
-from typing import Any, Callable
+from typing import Any, Callable, Literal, Sequence
 
 import numpy as np
 import torch
@@ -28,6 +36,9 @@ from poisonlab.models import LoadedModel
 from poisonlab.runtime import model_device
 
 Reduce = Callable[[torch.Tensor], torch.Tensor]  # [B, n_last, vocab] log-probs -> [B, X]
+Tokenization = Literal["whole", "per-piece", "query-pieces"]
+Pieces = tuple[str, ...]
+Prompt = str | Sequence[str]  # a string is one piece
 
 
 def shared_prefix_cache(cache: Any, batch: int) -> Any:
@@ -51,15 +62,21 @@ def shared_prefix_cache(cache: Any, batch: int) -> Any:
     return shared
 
 
+def _units(prompt: Prompt, split: bool) -> Pieces:
+    pieces = (prompt,) if isinstance(prompt, str) else tuple(prompt)
+    return pieces if split else ("".join(pieces),)
+
+
 class LabelScorer:
-    """Class log-scores (log mean label-word probability) for queries after a shared prefix.
+    """Class log-scores (the verbalizer's aggregation of label-word log-probabilities) for
+    queries after a shared prefix, the prompt encoded as `tokenization` says.
 
     Results are memoised per (prefix, query), so a study that re-scores the same clean context or
     the same queries under another attack cell pays once."""
 
     def __init__(self, loaded: LoadedModel, verbalizer: Verbalizer, label_prefix: str = " ",
                  mode: ScoringMode = "first-token", batch_size: int = 16, use_cache: bool = True,
-                 progress: bool = False):
+                 progress: bool = False, tokenization: Tokenization = "whole"):
         self.loaded = loaded
         self.progress = progress  # a bar per scoring pass (a pass over many queries takes minutes)
         self.verbalizer = verbalizer
@@ -67,28 +84,56 @@ class LabelScorer:
         self.mode = mode
         self.batch_size = batch_size
         self.use_cache = use_cache
-        self._memo: dict[tuple[str, str], np.ndarray] = {}
+        self.tokenization = tokenization
+        self._memo: dict[tuple[Pieces, Pieces], np.ndarray] = {}
 
     @property
     def _tokenizer(self) -> Any:
         return self.loaded.tokenizer
 
-    def score(self, prefix: str, queries: list[str]) -> np.ndarray:
-        """[len(queries), classes] class log-scores (not normalised over classes)."""
-        missing = list(dict.fromkeys(q for q in queries if (prefix, q) not in self._memo))
+    def score(self, prefix: Prompt, queries: Sequence[Prompt]) -> np.ndarray:
+        """[len(queries), classes] class log-scores (not normalised over classes). A prompt is a
+        string or its pieces (see the module doc for how `tokenization` encodes them)."""
+        context = self.prefix_units(prefix)
+        asked = [self.query_units(q) for q in queries]
+        missing = list(dict.fromkeys(q for q in asked if (context, q) not in self._memo))
         if missing:
-            scores = self._score(prefix, missing)
-            self._memo.update({(prefix, q): s for q, s in zip(missing, scores)})
-        if not queries:
+            scores = self._score(context, missing)
+            self._memo.update({(context, q): s for q, s in zip(missing, scores)})
+        if not asked:
             return np.zeros((0, self.verbalizer.num_labels))
-        return np.stack([self._memo[(prefix, q)] for q in queries])
+        return np.stack([self._memo[(context, q)] for q in asked])
+
+    def prefix_units(self, prefix: Prompt) -> Pieces:
+        """What of a prefix is encoded on its own: each piece (per-piece), else the whole."""
+        return _units(prefix, self.tokenization == "per-piece")
+
+    def query_units(self, query: Prompt) -> Pieces:
+        """What of a query is encoded on its own: each piece, except under whole."""
+        return _units(query, self.tokenization != "whole")
+
+    def encode_prefix(self, units: Pieces) -> list[int]:
+        """Ids of a prefix: each unit encoded on its own, special tokens (BOS) on the first, so a
+        zero-shot prompt still gets them."""
+        first, *rest = units or ("",)
+        ids = list(self._tokenizer(first, add_special_tokens=True).input_ids)
+        return ids + [i for row in self.encode_queries([tuple(rest)]) for i in row]
+
+    def encode_queries(self, queries: list[Pieces]) -> list[list[int]]:
+        """Ids of each query: its units encoded on their own (one batched call) and joined."""
+        flat = [piece for units in queries for piece in units]
+        encoded = self._tokenizer(flat, add_special_tokens=False).input_ids if flat else []
+        rows, start = [], 0
+        for units in queries:
+            rows.append([i for ids in encoded[start:start + len(units)] for i in ids])
+            start += len(units)
+        return rows
 
     @torch.inference_mode()
-    def _score(self, prefix: str, queries: list[str]) -> np.ndarray:
+    def _score(self, prefix: Pieces, queries: list[Pieces]) -> np.ndarray:
         device = model_device(self.loaded.model)
-        # special tokens (BOS) go on the prefix only, so a zero-shot prompt still gets them
-        prefix_ids = self._tokenizer(prefix, add_special_tokens=True).input_ids
-        query_ids = self._tokenizer(queries, add_special_tokens=False).input_ids
+        prefix_ids = self.encode_prefix(prefix)
+        query_ids = self.encode_queries(queries)
         word_ids = self.verbalizer.token_ids(self._tokenizer, self.label_prefix)
         cache = self._prefix_cache(prefix_ids, device) if self.use_cache and prefix_ids else None
         if self.mode == "first-token":

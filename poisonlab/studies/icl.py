@@ -15,7 +15,7 @@ from poisonlab.attacks.icl_base import ICL_ATTACKS
 from poisonlab.config import StrictConfig, load_config
 from poisonlab.icl.verbalizer import Aggregation
 from poisonlab.experiment.icl import (DemonstrationConfig, ICLExperiment, ICLRunConfig,
-                                      load_icl_model)
+                                      TestSampling, load_icl_model)
 from poisonlab.models.loading import DeviceMapOption
 from poisonlab.registry import ComponentSpec
 from poisonlab.runtime import RuntimeConfig, main_process
@@ -27,6 +27,8 @@ Position = Literal["start", "middle", "end"]
 class StudyDataset(StrictConfig):
     dataset: str
     test_size: int | None = Field(None, ge=1, description="seeded test subsample; null = all")
+    test_sampling: TestSampling = Field(
+        "random", description="random, or stratified (test_size / classes of every class)")
     template: str = "{text} It was {label}."
     trigger_template: str = Field("{text} This sentence was {label}.",
                                   description="the prompt attack's wording")
@@ -101,6 +103,7 @@ def study_cells(study: ICLStudyConfig, entry: StudyDataset
 
 def run_config(study: ICLStudyConfig, entry: StudyDataset) -> ICLRunConfig:
     return ICLRunConfig(model=study.model, dataset=entry.dataset, test_size=entry.test_size,
+                        test_sampling=entry.test_sampling,
                         template=entry.template, label_words=entry.label_words,
                         aggregation=entry.aggregation,
                         demonstrations=DemonstrationConfig(shots_per_class=entry.shots_per_class),
