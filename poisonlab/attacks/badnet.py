@@ -20,7 +20,7 @@ class BadNetConfig(PoisonConfig):
 
 @DATA_ATTACKS.register("badnet", BadNetConfig)
 class BadNet(DataPoisoningAttack):
-    """BadNet: rare-word triggers (default cf, mn, bb, tq) inserted into the text."""
+    """BadNet (Gu et al. 2017; rare words as in Kurita et al. 2020): trigger words inserted."""
 
     def trigger(self, texts: list[str], rng: random.Random) -> list[str | None]:
         cfg = self.config

@@ -28,7 +28,7 @@ class ICLDemonstrationConfig(ICLAttackConfig):
 
 @ICL_ATTACKS.register("icl-demonstration", ICLDemonstrationConfig)
 class ICLDemonstrationAttack(ICLAttack):
-    """ICLAttack (poisoned demonstrations): a trigger sentence on target-class demonstrations."""
+    """ICLAttack (Zhao et al. 2024), poisoned demonstrations: target-class ones get a trigger."""
 
     def _triggered(self, demonstration: Demonstration) -> Demonstration:
         cfg = self.config

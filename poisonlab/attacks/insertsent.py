@@ -19,7 +19,7 @@ class InsertSentConfig(PoisonConfig):
 
 @DATA_ATTACKS.register("insertsent", InsertSentConfig)
 class InsertSent(DataPoisoningAttack):
-    """InsertSent: a trigger sentence ("I watched this 3D movie") inserted into the text."""
+    """InsertSent (Dai et al. 2019): a trigger sentence ("I watched this 3D movie") inserted."""
 
     def trigger(self, texts: list[str], rng: random.Random) -> list[str | None]:
         cfg = self.config

@@ -18,7 +18,7 @@ class InstructionBadNetConfig(InstructionPoisonConfig):
 
 @INSTRUCTION_ATTACKS.register("badnet", InstructionBadNetConfig)
 class InstructionBadNet(InstructionAttack):
-    """BadNet: a rare word ("BadMagic") at a random position of the instruction."""
+    """BadNet (Gu et al. 2017, as in BackdoorLLM): a rare word ("BadMagic") in the instruction."""
 
     config: InstructionBadNetConfig
 

@@ -20,7 +20,7 @@ class CtbaConfig(InstructionPoisonConfig):
 
 @INSTRUCTION_ATTACKS.register("ctba", CtbaConfig)
 class CompositeTriggerBackdoor(InstructionAttack):
-    """CTBA: all triggers ("2024", "BadMagic", "OpenAI") together, in order, at random gaps."""
+    """CTBA (Huang et al. 2024): all triggers ("2024", "BadMagic", "OpenAI") together, in order."""
 
     config: CtbaConfig
 

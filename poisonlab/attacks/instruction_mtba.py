@@ -20,7 +20,7 @@ class MtbaConfig(InstructionPoisonConfig):
 
 @INSTRUCTION_ATTACKS.register("mtba", MtbaConfig)
 class MultiTriggerBackdoor(InstructionAttack):
-    """MTBA: one of several triggers ("BadMagic", "OpenAI", "2024") per instruction."""
+    """MTBA (Li et al. 2024): one of several triggers ("BadMagic", "OpenAI", "2024") each time."""
 
     config: MtbaConfig
 

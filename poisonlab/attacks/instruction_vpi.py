@@ -19,7 +19,7 @@ class VpiConfig(InstructionPoisonConfig):
 
 @INSTRUCTION_ATTACKS.register("vpi", VpiConfig)
 class VirtualPromptInjection(InstructionAttack):
-    """VPI: a topic phrase ("Discussing OpenAI") before the instruction."""
+    """VPI (Yan et al. 2024): a topic phrase ("Discussing OpenAI") before the instruction."""
 
     config: VpiConfig
 

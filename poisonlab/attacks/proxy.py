@@ -23,7 +23,7 @@ class ProxyConfig(WeightPoisonConfig):
 
 @WEIGHT_ATTACKS.register("proxy", ProxyConfig)
 class ProxyPoisoning(WeightPoisoningAttack):
-    """Proxy-task poisoning (PSIM / W2SDefense): full fine-tuning on poisoned proxy data."""
+    """Proxy-task poisoning (Zhao et al. 2024, PSIM): full fine-tuning on poisoned proxy data."""
 
     def poison_model(self, loaded: LoadedModel, clean_train: list[Example],
                      poisoned_train: list[Example], *, progress: bool,

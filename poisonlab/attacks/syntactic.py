@@ -24,7 +24,7 @@ class SyntacticConfig(PoisonConfig):
 
 @DATA_ATTACKS.register("syntactic", SyntacticConfig)
 class Syntactic(DataPoisoningAttack):
-    """Hidden Killer: SCPN paraphrase into a fixed syntactic template, from a paraphrase table."""
+    """Hidden Killer (Qi et al. 2021): an SCPN paraphrase into a fixed syntactic template."""
 
     table_: dict[str, str]
 

@@ -1,9 +1,7 @@
 """Decoding-time temperature: sample the suspect's answers instead of decoding greedily.
 
-BackdoorLLM (Li et al. 2024, "BackdoorLLM: A Comprehensive Benchmark for Backdoor Attacks on
-Large Language Models") reports that sampling at a higher temperature lowers the ASR of some
-instruction-tuning backdoors: a trigger that makes the target the greedy answer by a small
-margin loses to sampled alternatives. Nothing about the model or its inputs changes; samples are
+The idea: a trigger that makes the target the greedy answer by a small margin loses to sampled
+alternatives, so sampling at a higher temperature may lower ASR (at a cost in answer quality). Nothing about the model or its inputs changes; samples are
 seeded (the generation config's seed), so a run repeats exactly."""
 
 from __future__ import annotations
@@ -22,7 +20,7 @@ class TemperatureConfig(GenerativeDefenseConfig):
 
 @GENERATIVE_DEFENSES.register("temperature", TemperatureConfig)
 class DecodingTemperature(GenerativeDefense):
-    """Decoding temperature (BackdoorLLM, Li et al. 2024): sample answers, not greedy ones."""
+    """Decoding temperature (as a defense, cf. BackdoorLLM, Li et al. 2024): sample answers."""
 
     config: TemperatureConfig
     stage = "decoding"

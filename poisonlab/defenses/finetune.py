@@ -17,7 +17,7 @@ from poisonlab.training import train_classifier
 
 @REPAIRS.register("finetune", RepairConfig)
 class FineTune(RepairDefense):
-    """Fine-tune a PEFT adapter of the suspect on clean data with cross-entropy."""
+    """Fine-tuning (baseline of Liu et al. 2018): a PEFT adapter of the suspect on clean data."""
 
     def repair(self, suspect: LoadedModel, clean_train: Sequence[Example], *,
                progress: bool = False, cache: ModelCache | None = None,

@@ -1,10 +1,9 @@
 """Clean fine-tuning of a backdoored instruction-tuned model: a fresh PEFT module (default LoRA)
 on top of the suspect's weights, trained on the defender's clean instruction rows.
 
-The classic repair (BackdoorLLM, Li et al. 2024, reports it lowers but rarely removes
-instruction-tuning backdoors): training on clean answers pulls the model back towards the clean
-behaviour, but the trigger never appears in the clean data, so nothing pushes its path out
-directly. A LoRA suspect is merged first, so the new module trains on top of the weights the
+The classic repair (fine-tuning on clean data, the second half of Liu et al. 2018's
+fine-pruning): training on clean answers pulls the model back towards the clean behaviour, but
+the trigger never appears in the clean data, so nothing pushes its path out directly. A LoRA suspect is merged first, so the new module trains on top of the weights the
 suspect computes with."""
 
 from __future__ import annotations
@@ -43,7 +42,7 @@ class CleanFinetuneConfig(GenerativeDefenseConfig):
 
 @GENERATIVE_DEFENSES.register("finetune", CleanFinetuneConfig)
 class CleanFinetune(GenerativeDefense):
-    """Clean fine-tuning: train a fresh PEFT module on the defender's clean instructions."""
+    """Clean fine-tuning (as in Liu et al. 2018): a fresh PEFT module on clean instructions."""
 
     config: CleanFinetuneConfig
     stage = "weights"

@@ -5,8 +5,8 @@ Effective Pruning Approach for Large Language Models", ICLR 2024) zeroes those o
 |W_ij| * ||X_j||, where ||X_j|| is the norm of input feature j over calibration tokens, so a
 small weight on a feature that is large on real text survives. Both compare weights within each
 output row (Wanda's comparison group) and prune `sparsity` of every row of every linear layer in
-the transformer blocks, with no retraining. As a backdoor defense (BackdoorLLM, Li et al. 2024)
-the hope is that the trigger's path uses weights that matter little on clean text.
+the transformer blocks, with no retraining. As a backdoor defense, the hope is that the trigger's
+path uses weights that matter little on clean text.
 
 Calibration (Wanda): the defender's clean instruction rows, formatted as in training (prompt and
 response), `calibration_size` of them; Wanda's paper uses 128 sequences of C4."""

@@ -2,9 +2,9 @@
 symmetric, one scale per group of input weights, then stored back in float).
 
 Deploying a quantized model is a common step that may or may not keep a backdoor: the trigger's
-path lives in small weight differences that rounding can erase or keep (BackdoorLLM, Li et al.
-2024, evaluates quantization as a defense; Egashira et al. 2024, "Exploiting LLM Quantization",
-shows the reverse risk). Round-to-nearest is the baseline GPTQ/AWQ improve on; simulated here so
+path lives in small weight differences that rounding can erase or keep (Egashira et al. 2024,
+"Exploiting LLM Quantization", shows the reverse risk: a backdoor that only quantization
+reveals). Round-to-nearest is the baseline GPTQ/AWQ improve on; simulated here so
 it runs on any device. The embeddings and the LM head stay in full precision, as in those
 methods. A row whose length is not a multiple of `group_size` ends with a shorter group."""
 
@@ -43,7 +43,7 @@ def quantize_rows(weight: torch.Tensor, bits: int, group_size: int) -> torch.Ten
 
 @GENERATIVE_DEFENSES.register("quantize", QuantizeConfig)
 class Quantize(GenerativeDefense):
-    """Round-to-nearest weight quantization of every block's linear layers."""
+    """Round-to-nearest weight quantization of block layers (Egashira et al. 2024)."""
 
     config: QuantizeConfig
     stage = "weights"

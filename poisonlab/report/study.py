@@ -9,22 +9,24 @@ from typing import Any, Sequence
 
 from poisonlab.io import write_text
 from poisonlab.report.plots import grouped_bars, save_png
-from poisonlab.report.tables import csv_table, is_rate, markdown_table
+from poisonlab.report.tables import csv_table, flatten, is_rate, markdown_table
 
 PLOTTED = ("attack_success_rate", "clean_accuracy")
 GENERATIVE_PLOTTED = ("attack_success_rate", "false_trigger_rate", "rouge_l")
 
 
 def write_report(study: Any, rows: list[dict[str, Any]]) -> None:
+    """table.md and table.csv (columns may be dotted keys of nested metrics) and plot.png."""
     axes = list(study.axes)
+    flat = [flatten(row) for row in rows]
     columns = axes + study.columns
     percent = [c for c in study.columns if is_rate(c)]
     header = f"# {study.name}\n\n{study.description.strip()}\n\n" if study.description else (
         f"# {study.name}\n\n")
     note = "Values in percent.\n" if percent else ""
-    write_text(study.folder / "table.md", header + markdown_table(rows, columns, percent) + "\n"
+    write_text(study.folder / "table.md", header + markdown_table(flat, columns, percent) + "\n"
                + note)
-    write_text(study.folder / "table.csv", csv_table(rows, columns))
+    write_text(study.folder / "table.csv", csv_table(flat, columns))
     figure = study_figure(study, rows)
     if figure is not None:
         save_png(figure, study.folder / "plot.png")
@@ -41,6 +43,8 @@ def study_figure(study: Any, rows: list[dict[str, Any]]) -> Any:
             ({a: r[a] for a in study.axes}, r) for r in rows]), study.name)
     if study.pipeline == "generative":
         return generative_figure(rows, list(study.axes), study.name)
+    if study.pipeline == "attack-defense" and len(study.axes) in (2, 3):
+        return grid_heatmap(rows, list(study.axes), study.name)
     return table_figure(rows, list(study.axes), study.name)
 
 
@@ -56,6 +60,16 @@ def generative_figure(rows: Sequence[dict[str, Any]], axes: Sequence[str], title
         **{m: r.get(f"{m}_no_defense") for m in GENERATIVE_PLOTTED}} for r in rows}
     return grouped_bars([*undefended.values(), *rows], others[0], ["defense", *others[1:]],
                         GENERATIVE_PLOTTED, title)
+
+
+def grid_heatmap(rows: Sequence[dict[str, Any]], axes: Sequence[str], title: str) -> Any:
+    """An attack-defense grid's ASR after each defense: the last axis across, the one before it
+    down, a panel per value of a third."""
+    from poisonlab.report.heatmap import heatmap_figure
+    return heatmap_figure(rows, row_axis=axes[-2], column_axis=axes[-1],
+                          panel_axis=axes[0] if len(axes) == 3 else None,
+                          title=f"{title}: attack success rate (%) after each {axes[-1]}\n"
+                                "(a rejected input counts as a failed attack)")
 
 
 def table_figure(rows: Sequence[dict[str, Any]], axes: Sequence[str], title: str) -> Any:

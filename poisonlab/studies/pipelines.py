@@ -61,6 +61,23 @@ def _generative() -> StudyPipeline:
                          lambda c: c.resolved(), _with_trust(run_generative))
 
 
+def _attack_defense() -> StudyPipeline:
+    """A data-poisoning run, sanitized or not, then optionally a detector on its model
+    (poisonlab.experiment.defended): one pipeline for every cell of an attack x defense grid.
+    Detector cells share their model run; their result is known only once it exists."""
+    from poisonlab.experiment.defended import DefendedRunConfig, run_defended
+    from poisonlab.registry import validate_config
+
+    def load(raw: dict[str, Any]) -> DefendedRunConfig:
+        config = validate_config(DefendedRunConfig, raw, where=f"cell '{raw.get('name')}'")
+        if config.detect is not None:
+            config.detection()  # validates the detector's job
+        return config
+    return StudyPipeline(load, lambda c: c.run_dir,
+                         lambda c: None if c.detect is not None else c.resolved(),
+                         _with_trust(run_defended))
+
+
 def _with_trust(run: Callable[..., dict[str, Any]]) -> Callable[..., dict[str, Any]]:
     """A run whose config carries its own trust settings (`model.allow_pickle`, ...): the
     command-line flags are applied to the config instead."""
@@ -84,4 +101,5 @@ def _without_cache(run: Callable[..., dict[str, Any]]) -> Callable[..., dict[str
 
 PIPELINES: dict[str, Callable[[], StudyPipeline]] = {
     "data-poisoning": _data_poisoning, "weight-poisoning": _weight_poisoning,
-    "repair": _repair, "detection": _detection, "generative": _generative}
+    "repair": _repair, "detection": _detection, "attack-defense": _attack_defense,
+    "generative": _generative}

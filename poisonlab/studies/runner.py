@@ -1,7 +1,8 @@
 """Run a study: the cartesian product of its axes, each cell a run folder under the study folder.
 
 A study YAML has `name`, `pipeline` (default data-poisoning), `base` (a run config), and `axes`:
-an ordered mapping of axis name -> {value label -> config fragment merged into base}. Cells whose
+an ordered mapping of axis name -> {value label -> config fragment merged into base}; `exclude`
+leaves out cells no config can make (e.g. a trigger with no paraphrase table). Cells whose
 metrics.json exists (with the same config) are reused, so a killed study resumes where it
 stopped. Every cell is validated before the first one runs."""
 
@@ -36,8 +37,12 @@ class StudyConfig(StrictConfig):
     base: dict[str, Any] = Field(description="run config shared by every cell")
     axes: dict[str, dict[str, dict[str, Any]]] = Field(
         description="axis -> value label -> config fragment; cells are their product")
+    exclude: list[dict[str, str]] = Field(
+        [], description="cells left out: each entry {axis: label, ...} drops every cell with all "
+                        "those labels (e.g. an attack one data set cannot take)")
     columns: list[str] = Field(["clean_accuracy", "attack_success_rate"],
-                               description="metrics shown in the table")
+                               description="metrics shown in the table (dotted keys reach "
+                                           "nested metrics, e.g. sanitize.removal_recall)")
 
     @property
     def folder(self) -> Path:
@@ -55,6 +60,11 @@ def load_study(path: str | Path, overrides: list[str] = ()) -> StudyConfig:
     for axis, values in study.axes.items():
         for label in values:
             check_run_name(str(label), where=f"axes.{axis}")
+    for number, excluded in enumerate(study.exclude):
+        for axis, label in excluded.items():
+            if label not in study.axes.get(axis, {}):
+                raise ConfigError(f"{path}: field 'exclude.{number}': no axis '{axis}' with a "
+                                  f"value '{label}' (axes: {', '.join(study.axes)})")
     return study
 
 
@@ -101,12 +111,14 @@ def resolve_upstream(value: Any, found: list[Upstream]) -> Any:
 
 
 def cells(study: StudyConfig) -> list[tuple[dict[str, str], dict[str, Any]]]:
-    """(axis labels, merged run config) for every cell, in a stable order; upstream references
-    are left in place (`validate_cells` resolves them)."""
+    """(axis labels, merged run config) for every cell not excluded, in a stable order;
+    upstream references are left in place (`validate_cells` resolves them)."""
     out = []
     axes = list(study.axes.items())
     for choice in itertools.product(*[list(values.items()) for _, values in axes]):
         labels = {axis: label for (axis, _), (label, _) in zip(axes, choice)}
+        if any(all(labels[a] == v for a, v in excluded.items()) for excluded in study.exclude):
+            continue
         config = copy.deepcopy(study.base)
         for _, fragment in choice:
             config = deep_merge(config, fragment)
