@@ -80,3 +80,16 @@ def test_strip_scoring_shows_a_bar_when_fitted_with_progress(tiny_bert, capsys):
     assert "strip" in err and "/48 [" in err  # 16 calibration texts x 3 copies
     detector.score([e.text for e in train[:4]])
     assert "/12 [" in capsys.readouterr().err
+
+
+def test_a_suspect_with_progress_shows_a_bar_over_what_its_victim_scores(tiny_bert, capsys):
+    """RAP, PSIM's comparison and a detector's evaluation score through the suspect."""
+    texts = [e.text for e in synthetic_examples(20)]
+    quiet = SuspectModel(tiny_bert.model, tiny_bert.tokenizer, 2, lambda: tiny_bert,
+                         max_length=16)
+    logits = quiet.predict_logits(texts)
+    assert "victim predictions" not in capsys.readouterr().err
+    shown = SuspectModel(tiny_bert.model, tiny_bert.tokenizer, 2, lambda: tiny_bert,
+                         max_length=16, progress=True)
+    assert (shown.predict_logits(texts) == logits).all()
+    assert "victim predictions" in capsys.readouterr().err

@@ -55,11 +55,13 @@ class SuspectModel:
     # where the victim and what detectors train for it run (precision, processes); None: the
     # victim's device, one process, fp32
     runtime: Runtime | None = None
+    progress: bool = False  # a bar over each batch of texts the victim scores
 
     def predict_logits(self, texts: Sequence[str]) -> np.ndarray:
         return predict_logits(self.victim, self.tokenizer, list(texts),
                               batch_size=self.batch_size, max_length=self.max_length,
-                              runtime=self.runtime)
+                              runtime=self.runtime, progress=self.progress,
+                              description="victim predictions")
 
     @classmethod
     def from_released(cls, name: str, num_labels: int = 2, *, allow_pickle: bool = False,

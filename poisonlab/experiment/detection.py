@@ -192,7 +192,7 @@ def run_detection(config: DetectionConfig, *, force: bool = False, progress: boo
     attack.prepare(dataset)
     poisoned_test, _ = attack.poisoned_test(dataset.test)
     suspect = suspect_of(config, allow_pickle=allow_pickle, trust_remote_code=trust_remote_code)
-    suspect.runtime = runtime
+    suspect.runtime, suspect.progress = runtime, progress
     runtime.place(suspect.victim)
     with slot.building() as result:
         return _fit_and_evaluate(config, detector, suspect, dataset, poisoned_test,
