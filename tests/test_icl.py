@@ -256,6 +256,15 @@ def test_study_runs_cells_and_writes_report(tiny, binary_dir, tmp_path, monkeypa
     paths = write_study_report(study, study_module.study_rows(study))
     assert {p.name for p in paths} == {"study.md", "study.csv", "study.png"}
     assert (tmp_path / "out" / "study.csv").read_text().count("\n") == 5
+    # the natural error rate stands beside every ASR, and each context's margin change beside
+    # their difference (the values come from the runs, not placeholders)
+    rows = study_module.study_rows(study)
+    assert all(r["natural_error_attacked_raw"] is not None for r in rows)
+    report = (tmp_path / "out" / "study.md").read_text()
+    assert "natural error attacked" in report and "margin change attacked" in report
+    reference = next(r for r in rows if r["cell"] == "demonstration-k1-end")
+    assert reference["margin_shift_raw"] == pytest.approx(
+        reference["margin_change_attacked_raw"] - reference["margin_change_baseline_raw"])
 
 
 def test_fixed_demonstrations_are_used_as_given(tiny, binary_dir):

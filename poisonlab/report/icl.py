@@ -10,18 +10,21 @@ from poisonlab.io import write_text
 from poisonlab.report.plots import save_png
 from poisonlab.report.tables import csv_table, markdown_table
 
-MEASURES = ("ca_clean", "ca_attacked", "asr_baseline", "asr_attacked", "asr_lift",
-            "flip_rate_baseline", "flip_rate_attacked", "margin_shift")
+MEASURES = ("ca_clean", "ca_attacked", "natural_error_baseline", "natural_error_attacked",
+            "asr_baseline", "asr_attacked", "asr_lift", "flip_rate_baseline",
+            "flip_rate_attacked", "flip_rate_lift", "margin_change_baseline",
+            "margin_change_attacked", "margin_shift")
 VARIANTS = ("raw", "calibrated")
 
 
 def _pair(row: dict[str, Any], measure: str, percent: bool = True) -> str:
-    """raw / calibrated; n/a where a measure is undefined (stored as null)."""
+    """raw / calibrated; n/a where a measure is undefined (stored as null) or was not recorded
+    (runs older than the measure)."""
     def show(value: float | None) -> str:
         if value is None:
             return "n/a"
         return f"{100 * value:.1f}" if percent else f"{value:+.2f}"
-    return f"{show(row[f'{measure}_raw'])} / {show(row[f'{measure}_calibrated'])}"
+    return f"{show(row.get(f'{measure}_raw'))} / {show(row.get(f'{measure}_calibrated'))}"
 
 
 def headline_table(rows: list[dict[str, Any]], study: Any) -> str:
@@ -29,14 +32,19 @@ def headline_table(rows: list[dict[str, Any]], study: Any) -> str:
     largest count), each value as raw / calibrated."""
     reference = {f"demonstration-k{study.reference_count}-end", f"prompt-k{max(study.prompt_counts)}"}
     columns = ["dataset", "attack", "poisoned", "n_test", "CA clean", "CA attacked",
-               "ASR baseline", "ASR attacked", "ASR lift", "flip baseline", "flip attacked",
-               "margin shift"]
+               "natural error attacked", "ASR baseline", "ASR attacked", "ASR lift",
+               "flip baseline", "flip attacked", "margin change baseline",
+               "margin change attacked", "margin shift"]
     shown = [{"dataset": r["dataset"], "attack": r["attack"], "poisoned": r["poisoned"],
               "n_test": r["n_test"], "CA clean": _pair(r, "ca_clean"),
-              "CA attacked": _pair(r, "ca_attacked"), "ASR baseline": _pair(r, "asr_baseline"),
+              "CA attacked": _pair(r, "ca_attacked"),
+              "natural error attacked": _pair(r, "natural_error_attacked"),
+              "ASR baseline": _pair(r, "asr_baseline"),
               "ASR attacked": _pair(r, "asr_attacked"), "ASR lift": _pair(r, "asr_lift"),
               "flip baseline": _pair(r, "flip_rate_baseline"),
               "flip attacked": _pair(r, "flip_rate_attacked"),
+              "margin change baseline": _pair(r, "margin_change_baseline", percent=False),
+              "margin change attacked": _pair(r, "margin_change_attacked", percent=False),
               "margin shift": _pair(r, "margin_shift", percent=False)}
              for r in rows if r["cell"] in reference]
     return markdown_table(shown, columns)
@@ -47,10 +55,12 @@ def ablation_table(rows: list[dict[str, Any]]) -> str:
     datasets = list(dict.fromkeys(r["dataset"] for r in rows))
     rows = sorted(rows, key=lambda r: (datasets.index(r["dataset"]), r["attack"],
                                        r["position"] != "end", r["position"], r["poisoned"]))
-    columns = ["dataset", "attack", "poisoned", "position", "CA attacked", "ASR baseline",
-               "ASR attacked", "flip attacked", "margin shift"]
+    columns = ["dataset", "attack", "poisoned", "position", "CA attacked",
+               "natural error attacked", "ASR baseline", "ASR attacked", "flip attacked",
+               "margin shift"]
     shown = [{"dataset": r["dataset"], "attack": r["attack"], "poisoned": r["poisoned"],
               "position": r["position"], "CA attacked": _pair(r, "ca_attacked"),
+              "natural error attacked": _pair(r, "natural_error_attacked"),
               "ASR baseline": _pair(r, "asr_baseline"), "ASR attacked": _pair(r, "asr_attacked"),
               "flip attacked": _pair(r, "flip_rate_attacked"),
               "margin shift": _pair(r, "margin_shift", percent=False)} for r in rows]
@@ -117,7 +127,10 @@ def write_study_report(study: Any, rows: list[dict[str, Any]],
     out = Path(output_dir) if output_dir else study.report_dir
     columns = ["dataset", "cell", "attack", "poisoned", "position", "n_test", "n_non_target",
                *[f"{m}_{v}" for v in VARIANTS for m in MEASURES]]
-    text = ("# ICLAttack study (raw / calibrated; percentages except margin shift)\n\n"
+    text = ("# ICLAttack study (raw / calibrated; percentages except the margins, in nats)\n\n"
+            "Natural error: clean non-target inputs the same context already predicts as the "
+            "target; margin change: how the trigger moves the target margin in one context "
+            "(clean or poisoned demonstrations); margin shift: their difference.\n\n"
             "## Reference cells\n\n" + headline_table(rows, study) +
             "\n## Ablation\n\n" + ablation_table(rows))
     return [write_text(out / "study.md", text),

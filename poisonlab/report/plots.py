@@ -66,8 +66,8 @@ def number(value: Any) -> float:
 def grouped_bars(rows: Sequence[dict[str, Any]], group_axis: str, series_axes: Sequence[str],
                  metrics: Sequence[str], title: str) -> Any:
     """One panel per metric (stacked), one group of bars per value of `group_axis`, one bar per
-    combination of `series_axes`; each bar is labelled with its value when there is room.
-    Returns the figure."""
+    combination of `series_axes`; each bar is labelled with its value when there is room, and
+    carries an error bar when its row has `<metric>_sd`. Returns the figure."""
     import numpy as np
     plt = pyplot()
 
@@ -87,16 +87,21 @@ def grouped_bars(rows: Sequence[dict[str, Any]], group_axis: str, series_axes: S
     for ax, metric in zip(axes[:, 0], metrics):
         scale = 100 if is_rate(metric) else 1
         for j, name in enumerate(series):
-            values = {str(r[group_axis]): number(r.get(metric)) * scale for r in rows
-                      if series_of(r) == name}
-            heights = [values.get(g, np.nan) for g in groups]
+            members = {str(r[group_axis]): r for r in rows if series_of(r) == name}
+            heights = [number(members[g].get(metric)) * scale if g in members else np.nan
+                       for g in groups]
+            # a replicate summary's sample standard deviation, as an error bar
+            spread = [number(members[g].get(f"{metric}_sd")) * scale if g in members else np.nan
+                      for g in groups]
             x = np.arange(len(groups)) + (j - (len(series) - 1) / 2) * bar_width
             baseline = baseline_of(name)
             label = f"{name} ({baseline})" if baseline else name
             color = GRAYS[j % len(GRAYS)] if baseline else colors[j % len(colors)]
             drawn = ax.bar(x, heights, bar_width * 0.95, label=label, color=color,
                            edgecolor="0.3" if baseline else "none",
-                           hatch="//" if baseline else None)
+                           hatch="//" if baseline else None,
+                           yerr=spread if not np.isnan(spread).all() else None,
+                           error_kw={"elinewidth": 0.8, "capsize": 2, "ecolor": "0.2"})
             # every value when there is room, else only zeros (a zero bar is otherwise invisible)
             ax.bar_label(drawn, [f"{h:.0f}" if labelled or h == 0 else "" for h in heights],
                          fontsize=6, padding=1)

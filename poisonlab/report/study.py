@@ -9,6 +9,7 @@ from typing import Any, Sequence
 
 from poisonlab.io import write_text
 from poisonlab.report.plots import grouped_bars, save_png
+from poisonlab.report.replicates import replicate_summary, summary_csv, summary_markdown
 from poisonlab.report.tables import csv_table, flatten, is_rate, markdown_table
 
 PLOTTED = ("attack_success_rate", "clean_accuracy")
@@ -16,7 +17,9 @@ GENERATIVE_PLOTTED = ("attack_success_rate", "false_trigger_rate", "rouge_l")
 
 
 def write_report(study: Any, rows: list[dict[str, Any]]) -> None:
-    """table.md and table.csv (columns may be dotted keys of nested metrics) and plot.png."""
+    """table.md and table.csv (columns may be dotted keys of nested metrics) and plot.png; a
+    study with a `replicates` axis also gets summary.md, summary.csv and summary.png (mean and
+    spread over it; the names `--replot` maps summary.csv to)."""
     axes = list(study.axes)
     flat = [flatten(row) for row in rows]
     columns = axes + study.columns
@@ -27,6 +30,18 @@ def write_report(study: Any, rows: list[dict[str, Any]]) -> None:
     write_text(study.folder / "table.md", header + markdown_table(flat, columns, percent) + "\n"
                + note)
     write_text(study.folder / "table.csv", csv_table(flat, columns))
+    replicates = getattr(study, "replicates", None)
+    if replicates:
+        others = [a for a in axes if a != replicates]
+        summary = replicate_summary(flat, axes, replicates, study.columns)
+        write_text(study.folder / "summary.md", header + summary_markdown(
+            summary, others, study.columns) + f"\nMean ± sample standard deviation over "
+            f"{replicates} ({', '.join(study.axes[replicates])}); n: how many finished. "
+            + note)
+        write_text(study.folder / "summary.csv", summary_csv(summary, others, study.columns))
+        if summary and "attack_success_rate" in summary[0]:
+            save_png(table_figure(summary, others, f"{study.name}: mean ± sd over {replicates}"),
+                     study.folder / "summary.png")
     figure = study_figure(study, rows)
     if figure is not None:
         save_png(figure, study.folder / "plot.png")

@@ -150,6 +150,6 @@ def study_rows(study: ICLStudyConfig) -> list[dict[str, Any]]:
                    "n_test": metrics["counts"]["test"],
                    "n_non_target": metrics["counts"]["non_target"]}
             for v in VARIANTS:
-                row.update({f"{m}_{v}": metrics[v][m] for m in MEASURES})
+                row.update({f"{m}_{v}": metrics[v].get(m) for m in MEASURES})
             rows.append(row)
     return rows

@@ -43,6 +43,9 @@ class StudyConfig(StrictConfig):
     columns: list[str] = Field(["clean_accuracy", "attack_success_rate"],
                                description="metrics shown in the table (dotted keys reach "
                                            "nested metrics, e.g. sanitize.removal_recall)")
+    replicates: str | None = Field(
+        None, description="an axis whose values repeat the same cell (e.g. seeds): the report "
+                          "adds summary.md / summary.csv with the mean and spread over it")
 
     @property
     def folder(self) -> Path:
@@ -60,6 +63,9 @@ def load_study(path: str | Path, overrides: list[str] = ()) -> StudyConfig:
     for axis, values in study.axes.items():
         for label in values:
             check_run_name(str(label), where=f"axes.{axis}")
+    if study.replicates is not None and study.replicates not in study.axes:
+        raise ConfigError(f"{path}: field 'replicates': no axis '{study.replicates}' (axes: "
+                          f"{', '.join(study.axes)})")
     for number, excluded in enumerate(study.exclude):
         for axis, label in excluded.items():
             if label not in study.axes.get(axis, {}):
