@@ -17,7 +17,7 @@ from typing import Any, Sequence
 
 from poisonlab.errors import PoisonlabError
 from poisonlab.experiment.rundir import METRICS, RunDir, config_identity
-from poisonlab.report.tables import csv_table, flatten, is_rate, markdown_table
+from poisonlab.report.tables import csv_table, flatten, is_number, is_rate, markdown_table
 
 FORMATS = ("markdown", "csv")
 
@@ -27,10 +27,6 @@ class ComparedRun:
     label: str
     config: dict[str, Any]    # dotted path -> value, of the run's identity
     metrics: dict[str, Real]  # dotted key -> number
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, Real) and not isinstance(value, bool)
 
 
 def read_run(path: str | Path) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -53,7 +49,7 @@ def load_runs(paths: Sequence[str | Path]) -> list[ComparedRun]:
     for folder in folders:
         config, metrics = read_run(folder)
         label = folder.name if names.count(folder.name) == 1 else str(folder)
-        numbers = {k: v for k, v in flatten(metrics).items() if _is_number(v)}
+        numbers = {k: v for k, v in flatten(metrics).items() if is_number(v)}
         runs.append(ComparedRun(label, flatten(config_identity(config)), numbers))
     return runs
 

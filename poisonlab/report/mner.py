@@ -9,6 +9,7 @@ from pathlib import Path
 import yaml
 
 from poisonlab.errors import ConfigError
+from poisonlab.report.replicates import mean_sd
 
 
 def _load(run: Path) -> tuple[dict, dict]:
@@ -34,11 +35,10 @@ def per_type_table(run: str | Path, split: str = "test") -> str:
 
 
 def _mean_sd(values: list[float]) -> str:
-    """Percent; with several runs (seeds) mean ± sample standard deviation."""
-    mean = 100 * statistics.fmean(values)
-    if len(values) == 1:
-        return f"{mean:.2f}"
-    return f"{mean:.2f} ± {100 * statistics.stdev(values):.2f}"
+    """Percent, two decimals; with several runs (seeds) mean ± sample standard deviation."""
+    return mean_sd(statistics.fmean(values),
+                   statistics.stdev(values) if len(values) > 1 else None, percent=True,
+                   decimals=2)
 
 
 def ablation_table(variants: dict[str, list[str | Path]], split: str = "test") -> str:

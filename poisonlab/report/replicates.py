@@ -5,15 +5,13 @@ difference of a few points can be read against the spread it has to beat."""
 from __future__ import annotations
 
 import statistics
-from numbers import Real
 from typing import Any, Sequence
 
-from poisonlab.report.tables import csv_table, fmt, is_rate
+from poisonlab.report.tables import csv_table, is_number, is_rate
 
 
 def _numbers(rows: Sequence[dict[str, Any]], column: str) -> list[float]:
-    return [float(r[column]) for r in rows
-            if isinstance(r.get(column), Real) and not isinstance(r.get(column), bool)]
+    return [float(r[column]) for r in rows if is_number(r.get(column))]
 
 
 def replicate_summary(rows: Sequence[dict[str, Any]], axes: Sequence[str], replicate_axis: str,
@@ -38,15 +36,14 @@ def replicate_summary(rows: Sequence[dict[str, Any]], axes: Sequence[str], repli
     return summary
 
 
-def mean_sd(mean: float | None, sd: float | None, percent: bool) -> str:
-    """'84.0 ± 1.2' (percent: one decimal of 100x), the mean alone without a spread, '-' when
-    there is no value."""
+def mean_sd(mean: float | None, sd: float | None, percent: bool, decimals: int = 1) -> str:
+    """'84.0 ± 1.2' (percent: 100x with `decimals` decimals; otherwise 4 significant digits),
+    the mean alone without a spread, '-' when there is no value."""
+    def show(value: float) -> str:
+        return f"{100 * value:.{decimals}f}" if percent else f"{value:.4g}"
     if mean is None:
         return "-"
-    text = fmt(mean) if percent else f"{mean:.4g}"
-    if sd is None:
-        return text
-    return f"{text} ± {fmt(sd) if percent else f'{sd:.4g}'}"
+    return show(mean) if sd is None else f"{show(mean)} ± {show(sd)}"
 
 
 def summary_markdown(summary: Sequence[dict[str, Any]], axes: Sequence[str],

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import re
+from numbers import Real
 from typing import Any, Sequence
 
 # The last part of a metric's dotted key that makes it a share in [0, 1]: shown in percent.
@@ -13,6 +14,11 @@ RATE_KEY = re.compile(r"(^|_)(accuracy|rate|asr|ca|frr|far|auroc|precision|recal
 
 def is_rate(key: str) -> bool:
     return bool(RATE_KEY.search(key.rsplit(".", 1)[-1]))
+
+
+def is_number(value: Any) -> bool:
+    """A metric value that is a number (booleans are flags, not numbers)."""
+    return isinstance(value, Real) and not isinstance(value, bool)
 
 
 def flatten(value: Any, prefix: str = "") -> dict[str, Any]:
